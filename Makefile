@@ -1,0 +1,32 @@
+# Quick start: `make demo` and `make test` on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+DEMO_OUT ?= demo_run
+
+.PHONY: setup demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first and pinned: here it resolves to the CPU wheel on disk
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/neuro-ssl demo --out $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: setup
+	$(PY) benchmarks/data_throughput.py
+	$(PY) benchmarks/pretrain_throughput.py
+	$(PY) benchmarks/representation_quality.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,166 @@
+"""What every command shares: ``--config`` YAML (flags win), typed option parsers, progress, seeds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from neuro_ssl.errors import ConfigError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults in ``--help`` and keep the docstring's line breaks."""
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="YAML",
+        help="read options from a YAML mapping (keys as the long flags, - or _); flags on the command line win",
+    )
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())  # plain data only: no tags, no code
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+    return data
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; values from ``--config`` fill in what the command line leaves out."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config is not None:
+        config = load_config(known.config)
+        actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+        defaults = {}
+        for key, value in config.items():
+            dest = str(key).replace("-", "_")
+            if dest not in actions:
+                import difflib
+
+                close = difflib.get_close_matches(dest, actions, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"{known.config}: unknown option '{key}'{hint}")
+            action = actions[dest]
+            if isinstance(value, list) and action.nargs is None and action.type is not None:
+                value = ",".join(str(v) for v in value)
+            if isinstance(value, str) and action.type is not None and not isinstance(action, argparse._StoreTrueAction):
+                try:
+                    value = action.type(value)
+                except (argparse.ArgumentTypeError, ValueError) as exc:
+                    raise ConfigError(f"{known.config}: option '{key}': {one_line(exc)}") from None
+            defaults[dest] = value
+            action.required = False
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv)
+
+
+# ----- typed option parsers (argparse ``type=``): errors become one usage line -----
+
+def int_tuple(n: int | None = None):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in str(text).replace("x", ",").split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+        if n is not None and len(values) not in (1, n):
+            raise argparse.ArgumentTypeError(f"expected 1 or {n} integers, got {text!r}")
+        if any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+        return values * n if (n is not None and len(values) == 1) else values
+    parse.__name__ = "integers"
+    return parse
+
+
+def float_tuple(n: int | None = None):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in str(text).split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        if n is not None and len(values) not in (1, n):
+            raise argparse.ArgumentTypeError(f"expected 1 or {n} numbers, got {text!r}")
+        if any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+        return values * n if (n is not None and len(values) == 1) else values
+    parse.__name__ = "numbers"
+    return parse
+
+
+def str_list(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in str(text).split(",") if v.strip())
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value}")
+    return value
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
+    parser.add_argument("--seed", type=int, default=default, help="random seed (same seed, same result on CPU)")
+
+
+def add_cache_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None,
+        help="preprocessing cache folder (default: $NEURO_SSL_CACHE or ~/.cache/neuro-ssl); 'none' disables",
+    )
+
+
+def progress(iterable: Iterable | None = None, **kwargs):
+    """A tqdm progress bar on stderr (quiet when NEURO_SSL_QUIET=1)."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("mininterval", 0.5)
+    kwargs.setdefault("disable", os.environ.get("NEURO_SSL_QUIET") == "1")
+    return tqdm(iterable, **kwargs)
+
+
+def refuse_same_path(inp: Path, out: Path, what: str = "--out") -> None:
+    if Path(inp).resolve() == Path(out).resolve():
+        raise ConfigError(f"{what} {out} is the input itself; choose another path")
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
