@@ -1,0 +1,27 @@
+"""Contrastive losses for pretraining: take projections (and covariates or labels), return a scalar.
+
+All compare un-normalized (B, D) projections of two views by cosine / temperature in float32 or
+wider (stable at T = 0.01 and under bf16/fp16 autocast), accept a MoCo-style ``queue=(zq, yq)``
+of extra candidates, and gather embeddings across ranks under torch.distributed. See
+docs/losses.md for the formulas and the distributed gradient convention.
+"""
+
+from neuro_ssl.losses._dist import gather_with_grad, rank, world_size
+from neuro_ssl.losses.ntxent import NTXent
+from neuro_ssl.losses.queue import MemoryQueue, momentum_update
+from neuro_ssl.losses.supcon import SupCon
+from neuro_ssl.losses.yaware import YAwareInfoNCE
+
+LOSSES = {"simclr": NTXent, "yaware": YAwareInfoNCE, "supcon": SupCon}
+
+__all__ = [
+    "LOSSES",
+    "MemoryQueue",
+    "NTXent",
+    "SupCon",
+    "YAwareInfoNCE",
+    "gather_with_grad",
+    "momentum_update",
+    "rank",
+    "world_size",
+]
