@@ -31,7 +31,9 @@ THIRD_PARTY_LOSSES = {"torch", "math", "__future__", "typing", "warnings", "data
 
 def _stage(path: Path) -> str:
     rel = path.relative_to(PACKAGE)
-    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 or rel.stem != "__init__" else "root"
+    if len(rel.parts) == 1:  # __init__.py, __main__.py, errors.py
+        return "errors" if rel.stem == "errors" else "root"
+    return rel.parts[0]
 
 
 def _imports(path: Path):

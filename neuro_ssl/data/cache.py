@@ -1,0 +1,190 @@
+"""Disk cache of preprocessed volumes, keyed on the source files' identity and the config.
+
+Why not MONAI's ``PersistentDataset``: it keys on the item dict, so an image rewritten at the
+same path stays stale, and it ignores transform changes. Here the key is a hash of, per source
+file, its resolved path, size and ``mtime_ns`` (optionally a hash of its first and last MiB),
+plus ``PreprocessConfig.key()`` and the modality of each channel. Rewriting or touching a file,
+or changing any preprocessing option, gives a new key.
+
+Layout: ``CACHE_DIR/v1/<key[:2]>/<key>.npy`` (uncompressed float32, loaded with
+``allow_pickle=False``) and ``<key>.json`` (affines, native shape, sources, shape, dtype and a
+CRC-32 of the array bytes). Both are written to temporary names and renamed (``atomic_path``):
+the ``.npy`` first, then the sidecar that makes the entry visible. Readers check the sidecar
+against the array; a truncated, corrupt or mismatched entry is deleted and rebuilt, never used.
+Several workers or processes filling one cache write identical bytes, so whichever rename lands
+last is as good as the first. Nothing is kept in memory between calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from neuro_ssl._utils.files import atomic_path, write_json
+from neuro_ssl.data.transforms import PreprocessConfig, Preprocessor
+from neuro_ssl.errors import ImageError
+
+CACHE_FORMAT = "v1"
+HASH_BYTES = 1 << 20  # first and last MiB, when content hashing is on
+
+
+@dataclass
+class Preprocessed:
+    """A model-ready volume and the geometry needed to map its voxels back to the source file."""
+
+    image: np.ndarray  # (C, X, Y, Z) float32 on the model grid
+    affine: np.ndarray  # 4x4 world (RAS+, mm) affine of the model grid
+    native_affine: np.ndarray  # 4x4 affine of the (first) source file
+    native_shape: tuple[int, int, int]
+
+
+def default_cache_dir() -> Path:
+    """``$NEURO_SSL_CACHE`` or ``~/.cache/neuro-ssl``."""
+    env = os.environ.get("NEURO_SSL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "neuro-ssl"
+
+
+def file_identity(path: str | os.PathLike, content_hash: bool = False) -> dict:
+    """What makes a source file "the same file": resolved path, size, mtime_ns (+ head/tail hash)."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        st = resolved.stat()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    ident = {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if content_hash:
+        ident["blake2b"] = _head_tail_hash(resolved, st.st_size)
+    return ident
+
+
+def _head_tail_hash(path: Path, size: int) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as fh:
+            digest.update(fh.read(HASH_BYTES))
+            if size > 2 * HASH_BYTES:
+                fh.seek(size - HASH_BYTES)
+            digest.update(fh.read(HASH_BYTES))
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    return digest.hexdigest()
+
+
+def array_checksum(array: np.ndarray) -> str:
+    """CRC-32 of the raw bytes (C order) as 8 hex digits: cheap enough to check on every load."""
+    return f"{zlib.crc32(memoryview(np.ascontiguousarray(array)).cast('B')) & 0xFFFFFFFF:08x}"
+
+
+class VolumeCache:
+    """Preprocess files (one per channel) and keep the result on disk; ``cache_dir=None``: no disk.
+
+    ``stats`` counts, in this process: ``hits``, ``misses``, ``corrupt`` (entries rejected and
+    rebuilt) and ``write_errors`` (an unwritable cache only costs speed, with one warning).
+    """
+
+    def __init__(self, config: PreprocessConfig, cache_dir: Path | None = None,
+                 content_hash: bool = False, mmap: bool = False):
+        self.config = config
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self.content_hash = content_hash
+        self.mmap = mmap
+        self.preprocessor = Preprocessor(config)
+        self.stats = {"hits": 0, "misses": 0, "corrupt": 0, "write_errors": 0}
+
+    def cache_stats(self) -> dict:
+        return dict(self.stats)
+
+    def key(self, paths: Sequence[str], modalities: Sequence[str] | None = None) -> str:
+        """The entry name for these files under this config."""
+        modalities = list(modalities or self.config.modalities)
+        payload = {
+            "format": CACHE_FORMAT, "config": self.config.key(), "modalities": modalities,
+            "files": [file_identity(p, self.content_hash) for p in paths],
+        }
+        return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+    def entry_paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.cache_dir / CACHE_FORMAT / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def get(self, paths: str | os.PathLike | Sequence[str], modalities: Sequence[str] | None = None) -> Preprocessed:
+        """The preprocessed volume for ``paths`` (one per channel, in ``config.modalities`` order)."""
+        paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
+        if self.cache_dir is None:
+            for p in paths:
+                file_identity(p)  # a clear "file not found" before any reader runs
+            self.stats["misses"] += 1
+            return self._compute(paths, modalities)
+        key = self.key(paths, modalities)
+        entry = self._load(key)
+        if entry is not None:
+            self.stats["hits"] += 1
+            return entry
+        self.stats["misses"] += 1
+        result = self._compute(paths, modalities)
+        self._store(key, result, paths)
+        return result
+
+    def _compute(self, paths, modalities) -> Preprocessed:
+        out = self.preprocessor(paths, modalities)
+        return Preprocessed(out["image"], out["affine"], np.asarray(out["native_affine"], dtype=np.float64),
+                            tuple(int(s) for s in out["native_shape"]))
+
+    def _load(self, key: str) -> Preprocessed | None:
+        npy, sidecar = self.entry_paths(key)
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError):
+            self._reject(key)
+            return None
+        try:
+            image = np.load(npy, allow_pickle=False, mmap_mode="r" if self.mmap else None)
+            ok = (list(image.shape) == meta["shape"] and str(image.dtype) == meta["dtype"]
+                  and array_checksum(image) == meta["crc32"])
+            if ok:
+                return Preprocessed(image, np.asarray(meta["affine"], dtype=np.float64),
+                                    np.asarray(meta["native_affine"], dtype=np.float64),
+                                    tuple(int(s) for s in meta["native_shape"]))
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
+            pass
+        self._reject(key)
+        return None
+
+    def _reject(self, key: str) -> None:
+        """A damaged entry is removed so that it is rebuilt, never trusted."""
+        self.stats["corrupt"] += 1
+        for path in self.entry_paths(key):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _store(self, key: str, result: Preprocessed, paths: Sequence[str]) -> None:
+        npy, sidecar = self.entry_paths(key)
+        meta = {
+            "format": CACHE_FORMAT, "shape": list(result.image.shape), "dtype": str(result.image.dtype),
+            "crc32": array_checksum(result.image), "affine": result.affine.tolist(),
+            "native_affine": result.native_affine.tolist(), "native_shape": list(result.native_shape),
+            "sources": [str(p) for p in paths], "config": self.config.to_dict(),
+        }
+        try:
+            with atomic_path(npy) as tmp:
+                np.save(tmp, result.image, allow_pickle=False)
+            write_json(sidecar, meta)
+        except OSError as exc:
+            self.stats["write_errors"] += 1
+            if self.stats["write_errors"] == 1:
+                warnings.warn(f"preprocessing cache {self.cache_dir} is not writable ({exc.strerror or exc}); "
+                              "continuing without caching", RuntimeWarning, stacklevel=3)

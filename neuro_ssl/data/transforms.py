@@ -1,0 +1,372 @@
+"""Deterministic preprocessing: a file on disk -> a model-ready (C, X, Y, Z) tensor on the model grid.
+
+One MONAI dict-transform chain on key ``"image"``:
+
+    LoadImaged (nibabel: .nii/.nii.gz/.mgz; SimpleITK: .nrrd/.mha/.mhd)
+    -> EnsureChannelFirstd -> volume checks (one 3D volume, finite, not constant, sane affine)
+    -> Orientationd(RAS) -> Spacingd(spacing_mm, axis-aligned RAS grid) -> ResizeWithPadOrCropd(shape)
+    -> intensity normalization per modality
+
+The three spatial steps run lazily (``Compose(lazy=True)``) and so cost one resample, not three;
+the world affine of the output voxels is tracked exactly by MONAI (tests check it against
+points placed at known world coordinates). Normalization runs on the model grid, so padded
+voxels read as the raw background (0) does. Further modalities of one session are resampled onto
+the grid of the first (``ResampleToMatchd``) so channels line up voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Sequence
+
+import numpy as np
+
+from neuro_ssl.errors import ConfigError, ImageError, NeuroSSLError
+
+#: bump when the chain changes in a way that changes its output: old cache entries stop matching.
+PIPELINE_VERSION = 1
+NORMALIZATIONS = ("auto", "zscore", "percentile", "suvr", "none")
+#: modality names (upper case) treated as PET by ``normalization="auto"``; any name containing PET also.
+PET_MODALITIES = frozenset({
+    "FDG", "AV45", "AV1451", "PIB", "FBB", "FBP", "FTP", "FMM", "NAV", "NAV4694", "MK6240", "PI2620",
+    "AMYLOID", "TAU", "FLORBETAPIR", "FLORBETABEN", "FLUTEMETAMOL", "FLORTAUCIPIR",
+})
+PERCENTILES = (1.0, 99.0)
+#: file types the chain reads (nibabel, then SimpleITK; see ``readers.py``).
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What turns a file into a model input; stored with every encoder so later steps match.
+
+    normalization: ``auto`` (T1w and other MRI -> z-score in the foreground, PET -> SUVR against
+    the whole-brain mean), or one of ``zscore``, ``percentile`` (1-99 % of the foreground to
+    0-1), ``suvr``, ``none`` for every channel. ``modalities``: one channel per entry, in order.
+    """
+
+    spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    shape: tuple[int, int, int] = (96, 112, 96)
+    normalization: str = "auto"
+    modalities: tuple[str, ...] = ("T1w",)
+
+    def __post_init__(self):
+        spacing = _triple(self.spacing_mm, float, "spacing_mm")
+        shape = _triple(self.shape, int, "shape")
+        if not all(math.isfinite(s) and s > 0 for s in spacing):
+            raise ConfigError(f"spacing_mm must be positive numbers, got {self.spacing_mm}")
+        if not all(s > 0 for s in shape):
+            raise ConfigError(f"shape must be positive integers, got {self.shape}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"normalization {self.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+        modalities = (self.modalities,) if isinstance(self.modalities, str) else tuple(self.modalities)
+        modalities = tuple(str(m).strip() for m in modalities)
+        if not modalities or any(not m for m in modalities):
+            raise ConfigError(f"modalities must name at least one modality, got {self.modalities!r}")
+        if len({m.lower() for m in modalities}) != len(modalities):
+            raise ConfigError(f"modalities must not repeat, got {', '.join(modalities)}")
+        object.__setattr__(self, "spacing_mm", spacing)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "modalities", modalities)
+
+    def to_dict(self) -> dict:
+        """Plain YAML/JSON data (lists, not tuples)."""
+        return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
+                "normalization": self.normalization, "modalities": list(self.modalities)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        """Inverse of ``to_dict``; a single number for spacing or shape means all three axes."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"preprocessing config must be a mapping, got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown preprocessing option '{key}'{hint}")
+        return cls(**d)
+
+    def key(self) -> str:
+        """Stable hash of everything that changes the output (config, chain version, MONAI version)."""
+        payload = dict(self.to_dict(), pipeline=PIPELINE_VERSION, monai=_monai_version())
+        text = json.dumps(payload, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+    def normalization_for(self, modality: str) -> str:
+        """The method ``auto`` resolves to for one modality name."""
+        if self.normalization != "auto":
+            return self.normalization
+        return "suvr" if is_pet(modality) else "zscore"
+
+
+def is_pet(modality: str) -> bool:
+    name = str(modality).strip().upper()
+    return name in PET_MODALITIES or "PET" in name
+
+
+def _triple(value, kind, name) -> tuple:
+    """1 or 3 numbers -> a 3-tuple of ``kind``; integers must be whole numbers."""
+    try:
+        values = (value,) if isinstance(value, (int, float, str)) else tuple(value)
+        numbers = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be 1 or 3 numbers, got {value!r}") from None
+    if len(numbers) not in (1, 3):
+        raise ConfigError(f"{name} must be 1 or 3 numbers, got {value!r}")
+    if kind is int and not all(n.is_integer() for n in numbers):
+        raise ConfigError(f"{name} must be whole numbers, got {value!r}")
+    return tuple(kind(n) for n in numbers) * (3 // len(numbers))
+
+
+def _monai_version() -> str:
+    try:
+        return metadata.version("monai")
+    except metadata.PackageNotFoundError:  # pragma: no cover - monai is a hard dependency
+        return "unknown"
+
+
+# ----- intensity maths (plain numpy/torch, tested against independent references) -----
+
+def otsu_threshold(values, bins: int = 256) -> float:
+    """Otsu's threshold: the cut maximizing between-class variance of a ``bins``-bin histogram.
+
+    The histogram spans [min, 99.9th percentile] so a few very bright voxels cannot squeeze
+    the tissue into one bin. Returns the centre of the last bin of the lower class.
+    """
+    import torch
+
+    x = torch.as_tensor(values).reshape(-1).float()
+    lo = float(x.min())
+    hi = float(np.quantile(x.numpy(), 0.999))
+    if not hi > lo:
+        hi = float(x.max())
+    if not hi > lo:
+        raise ValueError("constant values have no Otsu threshold")
+    counts = torch.histc(x.clamp(max=hi), bins=bins, min=lo, max=hi).double().numpy()
+    centers = lo + (np.arange(bins) + 0.5) * (hi - lo) / bins
+    w0 = np.cumsum(counts)
+    m0 = np.cumsum(counts * centers)
+    w1 = w0[-1] - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (m0 / w0 - (m0[-1] - m0) / w1) ** 2
+    between = np.nan_to_num(between[:-1], nan=-1.0)
+    return float(centers[int(np.argmax(between))])
+
+
+def foreground_mask(x):
+    """Voxels brighter than Otsu's threshold: the head/brain, not the air around it."""
+    return x > otsu_threshold(x)
+
+
+def normalize_intensity(x, method: str):
+    """Normalize one channel (a torch tensor) within its foreground; returns a float32 tensor.
+
+    zscore: (x - mean_fg) / std_fg.  percentile: (x - p1_fg) / (p99_fg - p1_fg).
+    suvr: x / mean_fg (PET standardized uptake value ratio, whole-brain reference).
+    """
+    if method == "none":
+        return x.float()
+    mask = foreground_mask(x)
+    fg = x[mask].double()
+    if fg.numel() < 2:
+        raise ValueError("no foreground left on the model grid (check spacing and shape)")
+    x = x.float()
+    if method == "zscore":
+        mean, std = float(fg.mean()), float(fg.std())
+        if not std > 0:
+            raise ValueError("the foreground is constant: cannot z-score")
+        return (x - mean) / std
+    if method == "percentile":
+        lo, hi = (float(v) for v in np.percentile(fg.numpy(), PERCENTILES))
+        if not hi > lo:
+            raise ValueError("the foreground's 1st and 99th percentiles are equal")
+        return (x - lo) / (hi - lo)
+    if method == "suvr":
+        mean = float(fg.mean())
+        if not mean > 0:
+            raise ValueError("mean uptake in the foreground is not positive: cannot compute SUVR")
+        return x / mean
+    raise ValueError(f"unknown normalization {method!r}")
+
+
+# ----- MONAI pieces -----
+
+class CheckVolumed:
+    """Refuse what cannot be one 3D volume; remember the native grid for the way back.
+
+    A plain callable on the data dict (MONAI's ``Compose`` runs it after applying any pending
+    lazy operations); module-level so a chain pickles for spawned DataLoader workers.
+    """
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        img = d["image"]
+        check_volume_tensor(img, str(img.meta.get("filename_or_obj", "image")))
+        d["native_affine"] = np.asarray(img.affine, dtype=np.float64).copy()
+        d["native_shape"] = tuple(int(s) for s in img.shape[1:])
+        return d
+
+
+class NormalizeIntensityd:
+    """Per-channel intensity normalization of ``data["image"]`` (see ``normalize_intensity``); meta kept."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def __call__(self, data: dict) -> dict:
+        import torch
+
+        d = dict(data)
+        img = d["image"]
+        out = torch.stack([normalize_intensity(c, self.method) for c in img.as_tensor()], 0)
+        d["image"] = img.set_array(out)
+        return d
+
+
+def check_volume_tensor(img, name: str) -> None:
+    """Raise ImageError unless ``img`` (C, X, Y, Z) is one finite, non-constant 3D volume."""
+    import torch
+
+    if img.ndim != 4 or min(img.shape[1:]) < 2:
+        spatial = tuple(img.shape[1:])
+        raise ImageError(f"{name}: not a 3D volume (spatial shape {spatial})")
+    if img.shape[0] != 1:
+        raise ImageError(f"{name}: 4D image with {img.shape[0]} volumes; expected one 3D volume")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+        raise ImageError(f"{name}: unusable affine (zero or non-finite voxel size): {affine[:3, :3].tolist()}")
+    data = img.as_tensor() if hasattr(img, "as_tensor") else img
+    finite = torch.isfinite(data)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ImageError(f"{name}: {bad} NaN/Inf voxels of {data.numel()}")
+    if not float(data.max()) > float(data.min()):
+        raise ImageError(f"{name}: constant image (every voxel is {float(data.min()):g})")
+
+
+def _loader():
+    from monai.transforms import LoadImaged
+
+    from neuro_ssl.data.readers import NibabelAnyReader, SimpleITKReader
+
+    load = LoadImaged(keys="image", image_only=True, dtype=np.float32)
+    load.register(NibabelAnyReader())
+    load.register(SimpleITKReader())
+    return load
+
+
+def build_preprocess(config: PreprocessConfig, modality: str | None = None):
+    """The chain for one file of ``modality`` (default: the first of ``config.modalities``).
+
+    Input ``{"image": path}``; output ``{"image": MetaTensor (1, X, Y, Z) float32 with .affine,
+    "native_affine": 4x4, "native_shape": (i, j, k)}``.
+    """
+    from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ResizeWithPadOrCropd, Spacingd
+
+    modality = config.modalities[0] if modality is None else modality
+    return Compose([
+        _loader(),
+        EnsureChannelFirstd(keys="image"),
+        CheckVolumed(),
+        Orientationd(keys="image", axcodes="RAS", labels=None),
+        Spacingd(keys="image", pixdim=config.spacing_mm, diagonal=True, mode="bilinear",
+                 padding_mode="zeros", dtype=np.float32),
+        ResizeWithPadOrCropd(keys="image", spatial_size=config.shape, mode="constant", value=0.0),
+        NormalizeIntensityd(config.normalization_for(modality)),
+    ], lazy=True)
+
+
+def build_match_preprocess(config: PreprocessConfig, modality: str):
+    """The chain for a further channel: resampled onto the grid given under key ``"grid"``."""
+    from monai.transforms import Compose, EnsureChannelFirstd, ResampleToMatchd
+
+    return Compose([
+        _loader(),
+        EnsureChannelFirstd(keys="image"),
+        CheckVolumed(),
+        ResampleToMatchd(keys="image", key_dst="grid", mode="bilinear", padding_mode="zeros", dtype=np.float32),
+        NormalizeIntensityd(config.normalization_for(modality)),
+    ], lazy=True)
+
+
+class Preprocessor:
+    """Runs the chains for the files of one session and returns arrays with their geometry.
+
+    Chains are built on first use and not pickled, so a copy sent to a DataLoader worker is light.
+    """
+
+    def __init__(self, config: PreprocessConfig):
+        self.config = config
+        self._chains: dict[tuple[str, int], Any] = {}
+
+    def __getstate__(self):
+        return {"config": self.config, "_chains": {}}
+
+    def _chain(self, modality: str, first: bool):
+        key = (modality, int(first))
+        if key not in self._chains:
+            build = build_preprocess if first else build_match_preprocess
+            self._chains[key] = build(self.config, modality)
+        return self._chains[key]
+
+    def __call__(self, paths: Sequence[str], modalities: Sequence[str] | None = None) -> dict:
+        """``{"image": float32 (C, X, Y, Z), "affine", "native_affine", "native_shape"}`` (first file's grid)."""
+        modalities = tuple(modalities or self.config.modalities)
+        if len(paths) != len(modalities):
+            raise ConfigError(f"{len(paths)} files for {len(modalities)} modalities ({', '.join(modalities)})")
+        for path in paths:
+            if not str(path).lower().endswith(SUPPORTED_SUFFIXES):
+                raise ImageError(f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+        first = _run(self._chain(modalities[0], True), {"image": str(paths[0])}, paths[0])
+        grid = first["image"]
+        channels = [grid.as_tensor()]
+        for path, modality in zip(paths[1:], modalities[1:]):
+            out = _run(self._chain(modality, False), {"image": str(path), "grid": grid}, path)
+            channels.append(out["image"].as_tensor())
+        image = np.stack([c[0].numpy() for c in channels], 0).astype(np.float32, copy=False)
+        return {
+            "image": np.ascontiguousarray(image),
+            "affine": np.asarray(grid.affine, dtype=np.float64),
+            "native_affine": first["native_affine"],
+            "native_shape": first["native_shape"],
+        }
+
+
+def _run(chain, data: dict, path) -> dict:
+    """Apply a chain; any failure becomes one ImageError line naming the file."""
+    try:
+        return chain(data)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every reader/transform failure is reported the same way
+        causes = _causes(exc)
+        own = next((c for c in causes if isinstance(c, NeuroSSLError)), None)
+        if own is not None:
+            raise own.with_traceback(None) from None
+        root = causes[-1]
+        reason = " ".join(str(root).split())[:300] or type(root).__name__
+        if isinstance(root, FileNotFoundError):
+            reason = "file not found"
+        raise ImageError(f"{path}: cannot be preprocessed ({reason})") from None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it (MONAI wraps each failure in "applying transform ..."), outermost first."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+__all__ = [
+    "PreprocessConfig", "build_preprocess", "build_match_preprocess", "Preprocessor",
+    "normalize_intensity", "otsu_threshold", "foreground_mask", "is_pet", "PIPELINE_VERSION",
+]
