@@ -1,0 +1,89 @@
+"""Import an export (ADNI, ClinicaDL, BIDS or any CSV) as a canonical manifest.
+
+Images are joined to table rows by identifiers, never by row order; everything left unmatched
+is reported (counts and the first few). The manifest is written with image paths relative to
+its own folder. Check it next with `neuro-ssl validate`.
+
+  neuro-ssl manifest import adni --images ADNI/ --csv idaSearch.csv --out manifest.csv
+  neuro-ssl manifest import adni --images ADNI/ --csv ADNIMERGE.csv --out manifest.csv
+  neuro-ssl manifest import clinicadl --tsv labels.tsv --caps CAPS/ --out manifest.csv
+  neuro-ssl manifest import bids --root bids/ --out manifest.csv
+  neuro-ssl manifest import csv --csv scans.csv --columns subject_id=ID,image=scan,age=AgeYears --out manifest.csv
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from neuro_ssl.cli import _common
+
+
+def add_arguments(parser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="import", required=True)
+    importer = actions.add_parser("import", help="import an export as a canonical manifest",
+                                  formatter_class=_common.HelpFormatter)
+    dialects = importer.add_subparsers(dest="dialect", metavar="{adni,clinicadl,bids,csv}", required=True)
+
+    adni = _dialect(dialects, "adni", "IDA download folder + IDA search CSV or ADNIMERGE, matched by Image Data ID")
+    adni.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder searched recursively for images")
+    adni.add_argument("--csv", type=Path, required=True, help="IDA search CSV ('Image Data ID') or ADNIMERGE ('IMAGEUID')")
+
+    clinicadl = _dialect(dialects, "clinicadl", "participant/session TSV + CAPS folder")
+    clinicadl.add_argument("--tsv", type=Path, required=True, help="TSV with participant_id and session_id columns")
+    clinicadl.add_argument("--caps", type=Path, required=True, metavar="DIR", help="CAPS folder (holds subjects/)")
+    clinicadl.add_argument("--pattern", default="t1_linear/*_T1w.nii*",
+                           help="glob inside each CAPS session folder (cropped image preferred when two match)")
+    clinicadl.add_argument("--modality", default=None, help="modality of the images (default: from the file names)")
+
+    bids = _dialect(dialects, "bids", "BIDS dataset: participants.tsv + sub-*/[ses-*/]anat|pet")
+    bids.add_argument("--root", type=Path, required=True, metavar="DIR", help="BIDS dataset folder")
+    bids.add_argument("--suffixes", type=_common.str_list, default=("T1w", "pet"),
+                      help="BIDS suffixes to import, comma separated (pet files go to pet/, others to anat/)")
+
+    plain = _dialect(dialects, "csv", "any CSV/TSV with an explicit column mapping")
+    plain.add_argument("--csv", type=Path, required=True, help="the table")
+    plain.add_argument("--columns", required=True, metavar="ROLE=NAME,...",
+                       help="canonical role=column pairs, e.g. subject_id=ID,image=scan,age=AgeYears")
+    plain.add_argument("--image-root", type=Path, default=None, metavar="DIR",
+                       help="folder that relative image paths start from; without it, the table's folder")
+
+
+def _dialect(dialects, name: str, helptext: str):
+    parser = dialects.add_parser(name, help=helptext, description=helptext, formatter_class=_common.HelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, metavar="MANIFEST", help="canonical manifest to write (.csv or .tsv)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when any image or table row is left unmatched")
+    return parser
+
+
+def run(args) -> int:
+    from neuro_ssl.data.manifest import write_manifest
+
+    result = _import(args)
+    write_manifest(result.manifest, args.out)
+    for note in result.notes:
+        print(f"neuro-ssl manifest: note: {note}", file=sys.stderr)
+    print(f"wrote {args.out}: {result.summary()}")
+    unmatched = result.n_unmatched_images + result.n_unmatched_rows
+    return 1 if (args.strict and unmatched) else 0
+
+
+def _import(args):
+    if args.dialect == "adni":
+        from neuro_ssl.data.importers.adni import import_adni
+
+        _common.refuse_same_path(args.csv, args.out)
+        return import_adni(args.images, args.csv)
+    if args.dialect == "clinicadl":
+        from neuro_ssl.data.importers.clinicadl import import_clinicadl
+
+        _common.refuse_same_path(args.tsv, args.out)
+        return import_clinicadl(args.tsv, args.caps, args.pattern, args.modality)
+    if args.dialect == "bids":
+        from neuro_ssl.data.importers.bids import import_bids
+
+        return import_bids(args.root, tuple(args.suffixes))
+    from neuro_ssl.data.importers.csv import import_csv, parse_column_mapping
+
+    _common.refuse_same_path(args.csv, args.out)
+    return import_csv(args.csv, parse_column_mapping(args.columns), args.image_root)

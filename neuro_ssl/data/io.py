@@ -1,0 +1,448 @@
+"""Reading and writing volumes: the only module that touches image files, always with the affine.
+
+- NIfTI (``.nii``, ``.nii.gz``), FreeSurfer ``.mgz`` and Analyze ``.img`` go through nibabel;
+  compressed files are decompressed in full first, so a truncated stream or a bad CRC is caught
+  here instead of producing a silently damaged array.
+- ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` go through SimpleITK, whose world space is LPS; the affine
+  returned here is always RAS+ in mm (x and y flipped), the convention of nibabel and MONAI.
+- A 4D file holding a single volume is squeezed to 3D; anything else not 3D is an error.
+
+``SimpleITKReader`` (a MONAI ``ImageReader``, kept in ``data/readers.py`` beside the other MONAI
+readers) is re-exported here on first access, so importing this module never imports monai.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import logging
+import os
+import threading
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from neuro_ssl.errors import ImageError
+
+NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".img", ".hdr")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+VOLUME_SUFFIXES = NIBABEL_SUFFIXES + SITK_SUFFIXES
+_GZIP_SUFFIXES = (".nii.gz", ".mgz")
+#: voxel sizes outside this range (mm) mean a broken header, not a brain scan.
+VOXEL_MM_RANGE = (0.01, 50.0)
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What ``check_volume`` learnt about a readable, usable 3D volume."""
+
+    path: Path
+    shape: tuple[int, int, int]
+    affine: np.ndarray = field(repr=False)
+    voxel_mm: tuple[float, float, float]
+    orientation: str          # axis codes of the voxel axes in RAS+ world, e.g. "RAS", "LPS"
+    dtype: str                # on-disk data type
+    value_range: tuple[float, float]
+    warnings: tuple[str, ...] = ()
+
+
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The recognised volume suffix of ``path`` (``.nii.gz`` counts as one), or None."""
+    name = str(path).lower()
+    return next((s for s in VOLUME_SUFFIXES if name.endswith(s)), None)
+
+
+def is_volume_file(path: str | os.PathLike) -> bool:
+    """True for a file name this module can read (an Analyze ``.hdr`` counts via its ``.img``)."""
+    suffix = volume_suffix(path)
+    return suffix is not None and suffix != ".hdr"
+
+
+# ----------------------------------------------------------------------------------------- read
+
+def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D volume as a float32 array and its 4x4 voxel-to-RAS+ (mm) affine.
+
+    A 4D file with one volume is squeezed. Raises :class:`ImageError` (one line naming the
+    file) when the file cannot be read or is not a single 3D volume.
+    """
+    path = Path(path)
+    data, affine, _, _ = _read(path)
+    data = _as_3d(data, path)
+    return np.asarray(data, dtype=np.float32), affine
+
+
+def check_volume(path: str | os.PathLike) -> VolumeInfo:
+    """Read ``path`` once and check that it is a usable 3D volume; raise :class:`ImageError` if not.
+
+    Checks: the file exists and is readable; the compressed stream is complete and its CRC
+    matches; it is a real image (not text renamed ``.nii``); no zero dimension; 3D (or 4D
+    with one volume); no NaN/Inf voxel; not all zero or constant; a finite, invertible affine
+    with plausible voxel sizes. All problems found are joined into the one-line message.
+    """
+    path = Path(path)
+    data, affine, dtype, header_warnings = _read(path)
+    data = _as_3d(data, path)
+    problems = data_problems(data) + affine_problems(affine)
+    if problems:
+        raise ImageError(f"{path}: {'; '.join(problems)}")
+    return VolumeInfo(
+        path=path,
+        shape=tuple(int(s) for s in data.shape),
+        affine=affine,
+        voxel_mm=tuple(float(v) for v in voxel_sizes(affine)),
+        orientation=orientation_code(affine),
+        dtype=dtype,
+        value_range=(float(data.min()), float(data.max())),
+        warnings=tuple(header_warnings),
+    )
+
+
+def data_problems(data: np.ndarray) -> list[str]:
+    """Voxel-value problems of an array: NaN/Inf voxels, all zero, constant."""
+    problems = []
+    n_nan = int(np.count_nonzero(np.isnan(data)))
+    n_inf = int(np.count_nonzero(np.isinf(data)))
+    if n_nan:
+        problems.append(f"{n_nan} NaN voxel{'s' if n_nan > 1 else ''} of {data.size}")
+    if n_inf:
+        problems.append(f"{n_inf} Inf voxel{'s' if n_inf > 1 else ''} of {data.size}")
+    finite = data[np.isfinite(data)] if (n_nan or n_inf) else data
+    if finite.size and not (n_nan or n_inf):
+        lo, hi = float(finite.min()), float(finite.max())
+        if lo == hi == 0.0:
+            problems.append("all voxels are zero (empty image)")
+        elif lo == hi:
+            problems.append(f"constant image (every voxel is {lo:g})")
+    return problems
+
+
+def affine_problems(affine: np.ndarray) -> list[str]:
+    """Geometry problems: non-finite entries, zero or absurd voxel size, non-invertible matrix."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        return ["absurd affine (NaN or Inf entries)"]
+    sizes = voxel_sizes(affine)
+    lo, hi = VOXEL_MM_RANGE
+    if np.any(sizes < lo) or np.any(sizes > hi):
+        shown = "x".join(f"{s:g}" for s in sizes)
+        return [f"absurd affine (voxel size {shown} mm, expected {lo:g}-{hi:g} mm)"]
+    det = abs(float(np.linalg.det(affine[:3, :3])))
+    if det < 1e-6 * float(np.prod(sizes)):
+        return ["absurd affine (axes are collinear: the matrix is not invertible)"]
+    if np.any(np.abs(affine[:3, 3]) > 1e5):
+        return ["absurd affine (origin more than 100 m away)"]
+    return []
+
+
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths in mm: the norms of the affine's first three columns."""
+    return np.sqrt(np.sum(np.asarray(affine, dtype=np.float64)[:3, :3] ** 2, axis=0))
+
+
+def orientation_code(affine: np.ndarray) -> str:
+    """Axis codes such as ``RAS`` or ``LPS`` (``???`` for a degenerate affine)."""
+    import nibabel as nib
+
+    try:
+        codes = nib.aff2axcodes(affine)
+    except Exception:  # noqa: BLE001 - a degenerate affine has no orientation
+        return "???"
+    return "".join(c if c is not None else "?" for c in codes)
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+    """(data as stored, squeezed of nothing; RAS affine; on-disk dtype; header warnings)."""
+    _check_file(path)
+    suffix = volume_suffix(path)
+    if suffix in SITK_SUFFIXES:
+        return _read_sitk(path)
+    return _read_nibabel(path, suffix)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image file")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    if volume_suffix(path) is None:
+        raise ImageError(f"{path}: unknown image format (expected one of {', '.join(VOLUME_SUFFIXES)})")
+
+
+def _read_nibabel(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+    import nibabel as nib
+
+    with _quiet_nibabel():
+        if suffix in (".nii", ".nii.gz", ".mgz"):
+            img = _image_from_bytes(path, suffix)
+        else:
+            try:
+                img = nib.load(str(path))
+            except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+                raise ImageError(f"{path}: not a readable image ({_first_line(exc)})") from None
+        shape = tuple(int(s) for s in img.shape)
+        if any(s == 0 for s in shape):
+            raise ImageError(f"{path}: header has a zero dimension ({_fmt_shape(shape)})")
+        try:
+            data = np.asanyarray(img.dataobj)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ImageError(f"{path}: truncated or damaged data ({_first_line(exc)})") from None
+        affine = np.asarray(img.affine, dtype=np.float64)
+        dtype = str(img.get_data_dtype())
+        warnings = _header_warnings(img)
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32)
+    return data, affine, dtype, warnings
+
+
+class _QuietInThisThread(logging.Filter):
+    """Drops nibabel's header-fix messages in the thread that is reading (we report problems ourselves).
+
+    Unlike nibabel's ``LoggingOutputSuppressor`` it leaves other threads and later calls alone.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record) -> bool:
+        return not getattr(self.local, "active", False)
+
+
+_QUIET = _QuietInThisThread()
+
+
+@contextlib.contextmanager
+def _quiet_nibabel():
+    logger = logging.getLogger("nibabel.global")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
+    _QUIET.local.active = True
+    try:
+        yield
+    finally:
+        _QUIET.local.active = False
+
+
+def _image_from_bytes(path: Path, suffix: str):
+    """Read the whole file (decompressing it and checking the CRC), then parse it from memory."""
+    import nibabel as nib
+
+    raw = path.read_bytes()
+    if suffix in _GZIP_SUFFIXES:
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise ImageError(f"{path}: truncated gzip stream (file ends early)") from None
+        except gzip.BadGzipFile as exc:
+            if "crc" in str(exc).lower():
+                raise ImageError(f"{path}: corrupt gzip stream (CRC check failed)") from None
+            raise ImageError(f"{path}: not a gzip file although named {suffix}") from None
+        except zlib.error as exc:
+            raise ImageError(f"{path}: corrupt gzip stream ({_first_line(exc)})") from None
+    if suffix == ".mgz":
+        klass = nib.MGHImage
+    else:
+        klass = _check_nifti_magic(raw[:352], path, compressed=suffix in _GZIP_SUFFIXES)
+        _check_nifti_length(raw, klass, path)
+    try:
+        return klass.from_bytes(raw)
+    except Exception as exc:  # noqa: BLE001
+        raise ImageError(f"{path}: not a readable image ({_first_line(exc)})") from None
+
+
+def _check_nifti_magic(head: bytes, path: Path, compressed: bool = False):
+    """Nifti1Image or Nifti2Image from the header-size field; ImageError for anything else."""
+    import nibabel as nib
+
+    for size, klass in ((348, nib.Nifti1Image), (540, nib.Nifti2Image)):
+        for order in ("little", "big"):
+            if len(head) >= 4 and int.from_bytes(head[:4], order) == size:
+                return klass
+    what = "decompressed content" if compressed else "file"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]):
+        raise ImageError(f"{path}: not a NIfTI file (the {what} is text)")
+    raise ImageError(f"{path}: not a NIfTI file (the {what} has no NIfTI header)")
+
+
+def _check_nifti_length(raw: bytes, klass, path: Path) -> None:
+    """Refuse a header whose data would run past the end of the file, or whose voxel size is 0/NaN.
+
+    The header is parsed unchecked: nibabel silently 'fixes' a zero pixdim to 1 mm.
+    """
+    import io
+
+    try:
+        header = klass.header_class.from_fileobj(io.BytesIO(raw), check=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ImageError(f"{path}: damaged NIfTI header ({_first_line(exc)})") from None
+    shape = header.get_data_shape()
+    expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
+    if len(raw) < expected:
+        raise ImageError(f"{path}: truncated data (header says {expected} bytes, the file holds {len(raw)})")
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    if int(header["sform_code"]) == 0 and not np.all(np.isfinite(pixdim) & (pixdim != 0)):
+        shown = "x".join(f"{v:g}" for v in pixdim)
+        raise ImageError(f"{path}: absurd affine (voxel size {shown} in the header's pixdim)")
+
+
+def _header_warnings(img) -> list[str]:
+    header = img.header
+    if "sform_code" in header and "qform_code" in header:
+        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
+            return ["no sform/qform in the header: orientation guessed from voxel sizes"]
+    return []
+
+
+def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ImageError(f"{path}: not a readable image (SimpleITK: {_sitk_message(exc)})") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel, expected 1")
+    data, affine = sitk_to_ras(image)
+    return data, affine, image.GetPixelIDTypeAsString(), []
+
+
+def sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
+    """A SimpleITK image as (array indexed x, y, z[, t], RAS+ affine).
+
+    ITK's physical point of index i is ``origin + D @ (spacing * i)`` in LPS; flipping the
+    first two world axes gives RAS. ``GetArrayFromImage`` returns z, y, x order: transposed.
+    """
+    import SimpleITK as sitk
+
+    ndim = image.GetDimension()
+    spatial = min(ndim, 3)
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:spatial, :spatial]
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)[:spatial]
+    origin = np.asarray(image.GetOrigin(), dtype=np.float64)[:spatial]
+    affine_lps = np.eye(4)
+    affine_lps[:spatial, :spatial] = direction * spacing[None, :]
+    affine_lps[:spatial, 3] = origin
+    data = sitk.GetArrayFromImage(image).transpose(tuple(range(ndim))[::-1])
+    if not np.issubdtype(data.dtype, np.floating):
+        data = data.astype(np.float32)
+    return data, _LPS_TO_RAS @ affine_lps
+
+
+def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
+    """Squeeze trailing singleton dimensions past the third; refuse 2D and multi-volume data."""
+    shape = data.shape
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim > 3:
+        extra = int(np.prod(data.shape[3:]))
+        raise ImageError(f"{path}: {data.ndim}D image with {extra} volumes ({_fmt_shape(shape)}); expected one 3D volume")
+    if data.ndim < 3 or min(data.shape) < 2:
+        raise ImageError(f"{path}: 2D image ({_fmt_shape(shape)}); expected a 3D volume")
+    return data
+
+
+# ---------------------------------------------------------------------------------------- write
+
+def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | os.PathLike, like=None) -> Path:
+    """Write ``data`` with ``affine`` as NIfTI, atomically; qform and sform both hold the affine.
+
+    float32, except integer or boolean arrays (masks, labels), which stay integer. ``like``
+    (a path or nibabel image, usually the source scan) lends its units and sform/qform codes;
+    without it the codes are 1 (scanner) and units mm.
+    """
+    import nibabel as nib
+
+    from neuro_ssl._utils.files import atomic_path
+
+    path = Path(path)
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        raise ImageError(f"{path}: save_nifti writes .nii or .nii.gz files")
+    affine = np.asarray(affine, dtype=np.float64)
+    problems = affine_problems(affine)
+    if problems:
+        raise ImageError(f"{path}: refusing to write: {problems[0]}")
+    array = _output_array(np.asarray(data))
+    img = nib.Nifti1Image(array, affine)
+    codes, units = _header_from_like(like)
+    img.header.set_sform(affine, code=codes[0])
+    img.header.set_qform(affine, code=codes[1])
+    img.header.set_xyzt_units(*units)
+    img.set_data_dtype(array.dtype)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
+
+
+def _output_array(array: np.ndarray) -> np.ndarray:
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        for candidate in (np.uint8, np.int16, np.int32):
+            info = np.iinfo(candidate)
+            if info.min <= lo and hi <= info.max:
+                return array.astype(candidate)
+        raise ImageError(f"integer values {lo}..{hi} do not fit in int32")
+    return array.astype(np.float32)
+
+
+def _header_from_like(like) -> tuple[tuple[int, int], tuple[str, str]]:
+    """((sform_code, qform_code), (space unit, time unit)) from a NIfTI ``like``; defaults otherwise.
+
+    A reference that nibabel cannot read as NIfTI (.nrrd, .mgz) lends nothing: scanner codes, mm.
+    """
+    defaults = ((1, 1), ("mm", "sec"))
+    if like is None:
+        return defaults
+    import nibabel as nib
+
+    try:
+        header = (nib.load(str(like)) if isinstance(like, (str, os.PathLike)) else like).header
+        sform, qform = int(header["sform_code"]), int(header["qform_code"])
+        space, time = header.get_xyzt_units()
+    except Exception:  # noqa: BLE001 - not a NIfTI reference: keep the defaults
+        return defaults
+    best = sform or qform or 1
+    return (sform or best, qform or best), (space if space != "unknown" else "mm", time if time != "unknown" else "sec")
+
+
+# ------------------------------------------------------------------------------ MONAI reader
+
+def __getattr__(name: str):
+    """``SimpleITKReader`` (architecture contract) is the MONAI reader of ``data/readers.py``.
+
+    Resolved on first access so that importing this module never imports monai (seconds).
+    """
+    if name == "SimpleITKReader":
+        from neuro_ssl.data.readers import SimpleITKReader
+
+        return SimpleITKReader
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _sitk_message(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return last.replace("sitk::ERROR:", "").strip()[:160]
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text or type(exc).__name__)[:160]
