@@ -16,10 +16,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` to ``parser`` and to every sub-command parser below it."""
     parser.add_argument(
         "--config", type=Path, default=None, metavar="YAML",
         help="read options from a YAML mapping (keys as the long flags, - or _); flags on the command line win",
     )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add_config_option(sub)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -45,7 +50,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
     known, _ = pre.parse_known_args(argv)
     if known.config is not None:
         config = load_config(known.config)
-        actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+        leaf = _chosen_subparser(parser, argv)
+        actions = {a.dest: a for a in leaf._actions if a.dest not in ("help", "config")}
         defaults = {}
         for key, value in config.items():
             dest = str(key).replace("-", "_")
@@ -65,8 +71,21 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argpa
                     raise ConfigError(f"{known.config}: option '{key}': {one_line(exc)}") from None
             defaults[dest] = value
             action.required = False
-        parser.set_defaults(**defaults)
+        leaf.set_defaults(**defaults)
     return parser.parse_args(argv)
+
+
+def _chosen_subparser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The deepest sub-command parser named in ``argv`` (``manifest import adni`` -> the adni parser)."""
+    current = parser
+    while True:
+        subactions = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subactions:
+            return current
+        chosen = next((tok for tok in argv if tok in subactions[0].choices), None)
+        if chosen is None:
+            return current
+        current = subactions[0].choices[chosen]
 
 
 # ----- typed option parsers (argparse ``type=``): errors become one usage line -----
