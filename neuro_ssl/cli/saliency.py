@@ -1,0 +1,134 @@
+"""Where did the fine-tuned model look? Grad-CAM (or Guided Grad-CAM / Integrated Gradients) per scan.
+
+Each scan is preprocessed exactly as the model was trained (the run's stored preprocessing), the
+map is computed on the model grid (Grad-CAM: gradients pooled over all three axes, ReLU,
+trilinear upsampling), then mapped back through the preprocessing onto the scan's own voxel grid
+and written with the scan's affine: it overlays the scan in FSLeyes, ITK-SNAP, 3D Slicer or
+NiiVue as it is. See docs/saliency.md.
+
+Writes DIR/maps/<subject>_<session>_<modality>_saliency.nii.gz, DIR/summary.csv (prediction,
+confidence, coverage_pct, peak in voxels and mm, region_<name> shares), DIR/regions.csv (mean
+share per region against chance), DIR/group_mean.nii.gz (when every scan shares one grid),
+DIR/montages/*.png and DIR/index.html (self-contained review page with NiiVue viewers).
+
+examples:
+  neuro-ssl saliency --run runs/ad_full --manifest splits/test.csv --out runs/ad_full/saliency
+  neuro-ssl saliency --run runs/ad_full --manifest test.csv --out sal --regions cohort/truth \\
+      --regions-column truth_region --target AD
+  neuro-ssl saliency --run runs/ad_full --manifest test.csv --out sal --regions atlas.nii.gz \\
+      --region-labels atlas_labels.tsv --method integrated-gradients
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from neuro_ssl.cli import _common
+
+METHODS = ("gradcam", "guided-gradcam", "integrated-gradients")
+
+
+def _non_negative_int(text: str) -> int:
+    if not str(text).strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--run", type=Path, required=True, metavar="RUN",
+                    help="fine-tuned run folder holding model.pt (or the model.pt file itself)")
+    io.add_argument("--manifest", type=Path, required=True, metavar="M", help="scans to explain (CSV/TSV)")
+    io.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    io.add_argument("--max-scans", type=_common.positive_int, default=None, metavar="N",
+                    help="explain only the first N scans of the manifest")
+    io.add_argument("--skip-bad", action="store_true", help="list unusable scans in DIR/skipped.csv instead of stopping")
+    _common.add_cache_dir(io)
+
+    method = parser.add_argument_group("method")
+    method.add_argument("--method", choices=METHODS, default="gradcam")
+    method.add_argument("--layer", default=None, metavar="NAME",
+                        help="dotted layer name for (Guided) Grad-CAM, e.g. encoder.net.layer3; "
+                             "None: the encoder's last convolutional stage")
+    method.add_argument("--target", default=None, metavar="CLASS",
+                        help="class to explain; None: the predicted class (regression: the output)")
+    method.add_argument("--n-steps", type=_common.positive_int, default=16,
+                        help="integration steps for integrated-gradients")
+    method.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+    measure = parser.add_argument_group("measures")
+    measure.add_argument("--threshold", type=_common.fraction, default=0.5,
+                         help="coverage counts brain voxels above this fraction of the map's peak")
+    measure.add_argument("--regions", type=Path, default=None, metavar="DIR_OR_FILE",
+                         help="a folder of binary masks (one region per file) or one integer atlas, in any space")
+    measure.add_argument("--region-labels", type=Path, default=None, metavar="TSV",
+                         help="index,name table for an atlas; None: <atlas>.tsv/.csv or <atlas>_labels.tsv/.csv beside it")
+    measure.add_argument("--regions-column", default=None, metavar="COL",
+                         help="manifest column holding a per-scan region mask (e.g. truth_region)")
+    measure.add_argument("--brain-mask", type=Path, default=None, metavar="FILE",
+                         help="brain mask in any space for coverage; None: the scan's non-background voxels")
+
+    page = parser.add_argument_group("review page")
+    page.add_argument("--max-viewers", type=_non_negative_int, default=12, metavar="N",
+                      help="interactive viewers on index.html for the first N scans (the rest: montage only)")
+    page.add_argument("--radiological", action="store_true",
+                      help="show pictures in radiological convention (patient's right on the left); "
+                           "otherwise neurological")
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuro_ssl.data.manifest import read_manifest
+    from neuro_ssl.interpret.cohort import SaliencyOptions, explain_cohort, resolve_cache_dir
+    from neuro_ssl.models import load_model
+    from neuro_ssl.training.loop import resolve_device
+
+    model_path = args.run / "model.pt" if args.run.is_dir() else args.run
+    _common.refuse_same_path(args.manifest, args.out, "--out")
+    device = resolve_device(args.device)
+    model, meta = load_model(model_path)
+    manifest = read_manifest(args.manifest)
+    options = SaliencyOptions(
+        method=args.method, layer=args.layer, target=args.target, threshold=args.threshold,
+        n_steps=args.n_steps, max_scans=args.max_scans, skip_bad=args.skip_bad, regions=args.regions,
+        region_labels=args.region_labels, regions_column=args.regions_column, brain_mask=args.brain_mask,
+        cache_dir=resolve_cache_dir(args.cache_dir),
+    )
+    result = explain_cohort(model.to(device), meta, manifest, args.out, options,
+                            progress=lambda scans: _common.progress(scans, desc="saliency", unit="scan"))
+    page = _render(args, result, meta)
+    print(f"saliency ({args.method}{' at ' + result.layer if result.layer else ''}): "
+          f"{len(result.summary)} scan(s) -> {result.summary_path}")
+    empty = int(result.summary["peak_x_mm"].isna().sum())
+    if empty:
+        print(f"note: {empty} map(s) are all zero: the explained class has no positive evidence at this layer "
+              "(try an earlier --layer, e.g. encoder.net.layer3, or another --target)")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} unusable scan(s): {args.out / 'skipped.csv'}")
+    if result.group_mean:
+        print(f"group mean map: {result.group_mean}")
+    print(f"review page: {page}")
+    return 0
+
+
+def _render(args: argparse.Namespace, result, meta: dict) -> Path:
+    """PNG montages for every scan, then the review page."""
+    from neuro_ssl.data.io import load_volume
+    from neuro_ssl.report.html import write_review_page
+    from neuro_ssl.report.montage import write_montage
+
+    rows = result.summary.to_dict("records")
+    for row in _common.progress(rows, desc="montages", unit="scan"):
+        png = args.out / "montages" / (Path(row["saliency"]).name.replace(".nii.gz", ".png"))
+        name = " ".join(v for v in (row["subject_id"], row["session_id"]) if isinstance(v, str) and v)
+        image, affine = load_volume(row["image"])
+        saliency, _ = load_volume(row["saliency"])
+        row["montage"] = write_montage(image, saliency, affine, png, threshold=args.threshold,
+                                       radiological=args.radiological, title=f"{name}: predicted {row['predicted']}")
+    target = args.target or ("the predicted class" if meta.get("task", "classification") != "regression" else "the output")
+    notes = [f"Model: {args.run} ({meta.get('arch', '?')}, {meta.get('task', 'classification')}"
+             f"{', classes ' + ', '.join(map(str, meta['classes'])) if meta.get('classes') else ''}).",
+             f"Method: {args.method}{' at layer ' + result.layer if result.layer else ''}, explaining {target}.",
+             f"Coverage: share of brain voxels where the map exceeds {args.threshold:g} x its peak."]
+    return write_review_page(args.out, rows, load_volume, title="Saliency review", notes=notes,
+                             threshold=args.threshold, radiological=args.radiological, max_viewers=args.max_viewers)

@@ -1,0 +1,1 @@
+"""Rendering of files other steps wrote: saliency montages, the review page, plots."""
