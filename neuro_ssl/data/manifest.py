@@ -309,7 +309,8 @@ def normalize_manifest(df: pd.DataFrame, base_dir: str | os.PathLike | None = No
     if used.get("age") == "AGE":
         _adni_age_at_visit(out)
     base = Path(base_dir) if base_dir is not None else Path(os.path.abspath(source)).parent
-    out["image"] = _text([_absolute(p, base) for p in out["image"]], out.index)
+    for col in path_columns(out):
+        out[col] = _text([_absolute(p, base) for p in out[col]], out.index)
     extras = [c for c in out.columns if c not in CANONICAL_COLUMNS]
     for col in extras:
         out[col] = _infer_column(out[col], col)
@@ -397,11 +398,30 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     path = Path(path)
     out = df.copy()
     folder = Path(os.path.abspath(path)).parent
-    if "image" in out.columns:
-        out["image"] = [_relative_to(p, folder) for p in out["image"]]
+    for col in path_columns(out):
+        out[col] = [_relative_to(p, folder) for p in out[col]]
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     write_csv(path, out, sep=sep, index=False, na_rep="")
     return path
+
+
+_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".hdr")
+
+
+def path_columns(df: pd.DataFrame) -> list[str]:
+    """``image`` plus every column whose values are all volume file names (e.g. ``truth_region``).
+
+    These are resolved against the manifest's folder on reading and written relative to the
+    new manifest's folder, so a manifest copied into ``splits/`` still finds its files.
+    """
+    cols = ["image"] if "image" in df.columns else []
+    for col in df.columns:
+        if col == "image" or not pd.api.types.is_string_dtype(df[col]):
+            continue
+        values = df[col].dropna().astype(str)
+        if len(values) and values.str.lower().str.endswith(_VOLUME_SUFFIXES).all():
+            cols.append(col)
+    return cols
 
 
 def _relative_to(p, folder: Path):

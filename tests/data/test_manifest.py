@@ -229,3 +229,22 @@ def test_json_schema_agrees_with_the_reader():
             assert "enum" not in rule or value in rule["enum"]
             if isinstance(value, float):
                 assert rule.get("minimum", -np.inf) <= value <= rule.get("maximum", np.inf)
+
+
+def test_every_path_column_is_rebased_when_written_elsewhere(tmp_path):
+    """A manifest copied into splits/ still finds its images *and* its per-scan masks."""
+    from neuro_ssl.data.manifest import read_manifest, write_manifest
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "truth").mkdir()
+    src = tmp_path / "manifest.csv"
+    src.write_text("PTID,image_path,truth_region,note\n002_S_0001,images/a.nii.gz,truth/a_mask.nii.gz,x.txt\n")
+    df = read_manifest(src)
+    assert df.loc[2, "truth_region"] == str(tmp_path / "truth" / "a_mask.nii.gz")
+    assert df.loc[2, "note"] == "x.txt"  # not a volume: left as written
+    out = tmp_path / "splits" / "train.csv"
+    write_manifest(df, out)
+    again = read_manifest(out)
+    assert again.loc[2, "image"] == str(tmp_path / "images" / "a.nii.gz")
+    assert again.loc[2, "truth_region"] == str(tmp_path / "truth" / "a_mask.nii.gz")
+    assert "../truth/a_mask.nii.gz" in out.read_text()
