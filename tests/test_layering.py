@@ -1,8 +1,8 @@
 """The architecture, checked: imports flow one way between the pipeline stages.
 
-cli -> training, evaluation, interpret, report, pipeline -> models, losses, data -> _utils, errors.
+cli, pipeline -> training, evaluation, interpret -> models, losses, data -> _utils, errors.
 losses import only torch (and their own _dist); models import only torch, MONAI and their own
-checkpoint helpers; nothing imports cli; report only renders (it imports no stage above data).
+checkpoint helpers; nothing imports cli; report only renders arrays and files it is given (no other stage).
 """
 
 from __future__ import annotations
