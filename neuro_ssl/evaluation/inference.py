@@ -1,0 +1,127 @@
+"""Forward a network over a manifest, in manifest order, without gradients.
+
+Shared by fine-tuning (frozen features of a linear probe, validation outputs), ``evaluate``
+(predictions) and ``embed`` (features). Items come from a
+:class:`~neuro_ssl.data.datasets.ManifestDataset` (one per session; ``"index"`` = the manifest
+row the item was built from), so every output row can be traced back to its subject and session.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neuro_ssl.data.transforms import PreprocessConfig
+
+
+def make_dataset(manifest: pd.DataFrame, preprocess: PreprocessConfig | dict, cache_dir=None,
+                 columns: Sequence[str] = (), skip_bad: bool = False):
+    """A ManifestDataset for ``manifest`` with the run's preprocessing.
+
+    ``cache_dir``: None -> the default cache folder ($NEURO_SSL_CACHE or ~/.cache/neuro-ssl),
+    ``"none"`` -> no disk cache, else that folder (the same rule as pretraining).
+    ``skip_bad``: every item is preprocessed once up front; items whose volume cannot be used
+    are left out and their one-line messages kept in ``dataset.skipped`` (without it the first
+    bad volume stops the command with its file and row).
+    """
+    from neuro_ssl.data.datasets import ManifestDataset
+    from neuro_ssl.errors import ImageError
+
+    if isinstance(preprocess, dict):
+        preprocess = PreprocessConfig.from_dict(preprocess)
+    cache_dir = resolve_cache_dir(cache_dir)
+    dataset = ManifestDataset(manifest, preprocess, cache_dir=cache_dir, columns=tuple(columns))
+    skipped: list[str] = []
+    if skip_bad:
+        bad_rows = []
+        for i in range(len(dataset)):
+            try:
+                dataset.preprocessed(i)
+            except ImageError as exc:
+                skipped.append(" ".join(str(exc).split()))
+                bad_rows += list(dataset.rows[i])
+        if bad_rows:
+            kept = manifest.drop(index=bad_rows)
+            kept.attrs = dict(manifest.attrs)
+            if kept.empty:
+                raise ImageError(f"{manifest.attrs.get('source', 'manifest')}: every image is unusable "
+                                 f"({len(skipped)} skipped; first: {skipped[0]})")
+            dataset = ManifestDataset(kept, preprocess, cache_dir=cache_dir, columns=tuple(columns))
+    dataset.skipped = skipped
+    return dataset
+
+
+def resolve_cache_dir(value) -> Path | None:
+    if value is None:
+        from neuro_ssl.data.cache import default_cache_dir
+
+        return default_cache_dir()
+    return None if str(value).lower() == "none" else Path(value)
+
+
+def item_rows(dataset) -> list:
+    """Manifest row label (line number) of every item, without loading any volume."""
+    return [rows[0] for rows in dataset.rows]
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"image": torch.stack([item["image"] for item in items]),
+            "index": torch.as_tensor([int(item["index"]) for item in items])}
+
+
+@torch.no_grad()
+def forward_dataset(module: torch.nn.Module | Callable, dataset, batch_size: int = 8,
+                    device: str | torch.device = "cpu", workers: int = 0, desc: str | None = None,
+                    amp: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """``(outputs (N, D) float64, manifest row index (N,))`` for every item of ``dataset``, in order.
+
+    ``module`` runs in eval mode (BatchNorm uses its running statistics); its training flag is
+    restored afterwards.
+    """
+    device = torch.device(device)
+    was_training = getattr(module, "training", False)
+    if isinstance(module, torch.nn.Module):
+        module.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, collate_fn=_collate)
+    outputs, rows = [], []
+    bar = _progress(len(dataset), desc)
+    try:
+        for batch in loader:
+            with _autocast(amp, device):
+                out = module(batch["image"].to(device))
+            outputs.append(out.float().cpu())
+            rows.append(batch["index"])
+            bar.update(len(batch["index"]))
+    finally:
+        bar.close()
+        if isinstance(module, torch.nn.Module):
+            module.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0)), np.zeros(0, dtype=int)
+    return torch.cat(outputs).numpy().astype(np.float64), torch.cat(rows).numpy().astype(int)
+
+
+def _autocast(amp: str, device: torch.device):
+    """bf16/fp16 autocast for inference, or nothing (training.loop has the training-side twin)."""
+    import contextlib
+
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _progress(total: int, desc: str | None):
+    """A tqdm bar on stderr when ``desc`` is given (silent with NEURO_SSL_QUIET=1)."""
+    import os
+    import sys
+
+    from tqdm.auto import tqdm
+
+    disable = desc is None or os.environ.get("NEURO_SSL_QUIET") == "1"
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+                disable=disable, unit="scan")

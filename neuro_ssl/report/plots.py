@@ -1,0 +1,114 @@
+"""PNG figures for evaluation and embeddings, rendered from the files ``evaluate``/``cluster`` write.
+
+Each function reads a table or JSON it is given and writes one PNG atomically. Figures are drawn
+on a bare ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot global state, no display
+needed, safe in worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neuro_ssl._utils.files import atomic_path
+
+DPI = 120
+
+
+def _figure(width_in: float, height_in: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out_png: str | Path) -> Path:
+    out_png = Path(out_png)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png")
+    return out_png
+
+
+def plot_roc(roc_csv: str | Path, out_png: str | Path, title: str = "ROC") -> Path:
+    """ROC curves from a table with columns ``curve, fpr, tpr`` (and optional ``auc``), one line per curve."""
+    table = pd.read_csv(roc_csv)
+    fig = _figure(4.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, curve in table.groupby("curve", sort=False):
+        label = str(name)
+        if "auc" in curve and np.isfinite(curve["auc"].iloc[0]):
+            label += f" (AUC {curve['auc'].iloc[0]:.3f})"
+        ax.plot(curve["fpr"], curve["tpr"], drawstyle="default", label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate (1 - specificity)",
+           ylabel="true positive rate (sensitivity)", title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, out_png)
+
+
+def plot_confusion(metrics_json: str | Path, out_png: str | Path, title: str = "Confusion matrix") -> Path:
+    """The ``confusion_matrix`` (rows: true class, columns: predicted) of a metrics.json, with counts."""
+    metrics = json.loads(Path(metrics_json).read_text())
+    counts = np.asarray(metrics["confusion_matrix"], dtype=int)
+    classes = [str(c) for c in metrics["classes"]]
+    size = 1.2 + 0.9 * len(classes)
+    fig = _figure(size + 1.0, size)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(counts, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    threshold = counts.max() / 2 if counts.size else 0
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > threshold else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+           xlabel="predicted", ylabel="true", title=title)
+    return _save(fig, out_png)
+
+
+def plot_regression(predictions_csv: str | Path, out_png: str | Path, label: str = "value") -> Path:
+    """Predicted against true values (``true_value``, ``predicted_value`` columns) with the identity line."""
+    table = pd.read_csv(predictions_csv)
+    true, pred = table["true_value"].to_numpy(float), table["predicted_value"].to_numpy(float)
+    fig = _figure(4.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(true, pred, s=14, alpha=0.7)
+    low, high = np.nanmin(np.r_[true, pred]), np.nanmax(np.r_[true, pred])
+    ax.plot([low, high], [low, high], linestyle="--", color="grey", linewidth=0.8)
+    ax.set(xlabel=f"true {label}", ylabel=f"predicted {label}", title=f"{label}: predicted vs true")
+    return _save(fig, out_png)
+
+
+def plot_embedding_map(clusters_csv: str | Path, out_png: str | Path,
+                       color_by: tuple[str, ...] = ("cluster", "diagnosis", "age")) -> Path:
+    """One panel per column of ``color_by`` over the 2D map (``map_x``, ``map_y``) of a clusters.csv.
+
+    Numeric columns get a continuous colour bar; others one colour per category. Columns that are
+    absent or empty get a panel saying so, so the figure layout stays the same.
+    """
+    table = pd.read_csv(clusters_csv, dtype={"subject_id": str, "session_id": str})
+    fig = _figure(4.2 * len(color_by), 4.0)
+    for k, column in enumerate(color_by, start=1):
+        ax = fig.add_subplot(1, len(color_by), k)
+        ax.set(title=f"coloured by {column}", xlabel="map 1", ylabel="map 2")
+        values = table[column] if column in table else pd.Series(np.nan, index=table.index)
+        if values.isna().all():
+            ax.scatter(table["map_x"], table["map_y"], s=12, color="lightgrey")
+            ax.text(0.5, 0.5, f"no '{column}' values", transform=ax.transAxes, ha="center")
+        elif pd.api.types.is_numeric_dtype(values) and column != "cluster":
+            points = ax.scatter(table["map_x"], table["map_y"], c=values, s=12, cmap="viridis")
+            fig.colorbar(points, ax=ax, fraction=0.046)
+        else:
+            _categorical_scatter(ax, table, values.astype("string").fillna("missing"))
+    return _save(fig, out_png)
+
+
+def _categorical_scatter(ax, table: pd.DataFrame, categories: pd.Series) -> None:
+    for name in sorted(categories.unique()):
+        keep = (categories == name).to_numpy()
+        ax.scatter(table["map_x"][keep], table["map_y"][keep], s=12, label=str(name))
+    ax.legend(fontsize=7, markerscale=1.2, loc="best")
