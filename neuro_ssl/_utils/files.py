@@ -35,10 +35,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; colleagues must read run folders
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stray_temporaries(folder: str | os.PathLike) -> int:
+    """Delete ``.tmp-*`` files a killed writer left in ``folder``; returns how many.
+
+    Safe only where this process is the folder's one writer (a run being resumed).
+    """
+    removed = 0
+    for stray in Path(folder).glob(".tmp-*"):
+        if stray.is_file():
+            stray.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

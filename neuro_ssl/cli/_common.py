@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -182,4 +183,10 @@ def refuse_same_path(inp: Path, out: Path, what: str = "--out") -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The message on one line; an error re-raised from a DataLoader worker loses torch's traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:  # torch wraps worker errors as "Caught X in DataLoader worker..."
+        last = [ln for ln in text.strip().splitlines() if ln.strip()][-1]
+        match = re.match(r"^\s*[\w.]+: (.*)$", last)  # "neuro_ssl.errors.ImageError: message"
+        text = match.group(1) if match else last
+    return " ".join(text.split()) or type(exc).__name__

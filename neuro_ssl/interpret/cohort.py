@@ -270,18 +270,12 @@ def _row_mask(scan: _Scan, column: str, shape, affine) -> np.ndarray | None:
 
 
 def resolve_row_path(value: str, scan: _Scan) -> Path:
-    """A relative path from a manifest column: against the manifest's folder, else a folder above
-    the image (a manifest rewritten elsewhere, e.g. by ``split``, keeps only ``image`` rebased, so
-    ``truth/...`` is then relative to the cohort folder two levels above ``images/x.nii.gz``)."""
+    """A path from a manifest column; ``read_manifest`` already made volume paths absolute,
+    a relative one left (a non-volume suffix) resolves against the manifest's folder."""
     path = Path(value)
-    if path.is_absolute():
+    if path.is_absolute() or scan.base_dir is None:
         return path
-    image = Path(scan.paths[0])
-    candidates = [d for d in (scan.base_dir, *image.parents[:3]) if d is not None]
-    for folder in candidates:
-        if (folder / path).exists():
-            return folder / path
-    return candidates[0] / path  # not found: the error names the manifest-relative path
+    return scan.base_dir / path
 
 
 def _same(value, modality: str) -> bool:

@@ -191,13 +191,15 @@ def test_two_modality_model_maps_onto_the_first_modalitys_grid(tmp_path, two_sca
 
 
 def test_region_column_paths_survive_a_manifest_moved_by_split(tmp_path, two_scans, capsys):
-    """``split`` rebases only ``image``: ``truth/...`` then resolves against the cohort folder."""
+    """A manifest rewritten into splits/ (by ``write_manifest``) still finds each scan's region mask."""
+    from neuro_ssl.data.manifest import read_manifest, write_manifest
+
     _save_tiny_model(tmp_path / "run")
     scan = two_scans[0]
-    (tmp_path / "splits").mkdir()
-    pd.DataFrame([{"subject_id": "01", "session_id": "bl", "image": f"../images/{scan['path'].name}",
+    pd.DataFrame([{"subject_id": "01", "session_id": "bl", "image": str(scan["path"].relative_to(tmp_path)),
                    "modality": "T1w", "truth_region": str(scan["region"].relative_to(tmp_path))}]
-                 ).to_csv(tmp_path / "splits" / "test.csv", index=False)
+                 ).to_csv(tmp_path / "manifest.csv", index=False)
+    write_manifest(read_manifest(tmp_path / "manifest.csv"), tmp_path / "splits" / "test.csv")
     assert main(["saliency", "--run", str(tmp_path / "run"), "--manifest", str(tmp_path / "splits" / "test.csv"),
                  "--out", str(tmp_path / "sal"), "--cache-dir", "none", "--regions-column", "truth_region",
                  "--max-viewers", "0"]) == 0, capsys.readouterr().err
