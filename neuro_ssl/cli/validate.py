@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
                         help="do not read the images: only check that each file exists (fast)")
     parser.add_argument("--workers", type=_common.positive_int, default=min(4, os.cpu_count() or 1),
                         help="threads reading images")
+    parser.add_argument("--diagnoses", type=_common.str_list, default=(), metavar="LIST",
+                        help="diagnosis labels this study uses beyond CN/SMC/EMCI/LMCI/MCI/AD (e.g. FTD,PD)")
 
 
 def run(args) -> int:
@@ -45,7 +47,7 @@ def run(args) -> int:
                           "errors": [problem], "warnings": []}, indent=2))
         return 1
     report = validate_manifest(df, check_images=not args.no_images, workers=args.workers,
-                               progress=_common.progress)
+                               progress=_common.progress, extra_diagnoses=args.diagnoses)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -1,9 +1,9 @@
 """Every problem of a manifest at once, each with its row (file line) and file.
 
 Errors make a manifest unusable as it stands (a missing or broken image, a duplicate row, an
-impossible age, an unknown sex code, a subject whose sex or baseline age changes between rows);
-warnings are worth a look but do not fail (an unknown diagnosis, a missing age, a header
-without orientation codes). Training commands use :func:`validate_manifest` with
+impossible age, an unknown sex code, an unknown diagnosis (a study's own labels are declared
+with ``extra_diagnoses``, e.g. FTD), a subject whose sex or baseline age changes between rows);
+warnings are worth a look but do not fail (a missing age, a header without orientation codes). Training commands use :func:`validate_manifest` with
 ``report.bad_rows`` to skip bad rows under ``--skip-bad``.
 """
 
@@ -86,7 +86,8 @@ class ValidationReport:
 
 
 def validate_manifest(df: pd.DataFrame, check_images: bool = True, workers: int = 1,
-                      progress: Callable[..., Iterable] | None = None) -> ValidationReport:
+                      progress: Callable[..., Iterable] | None = None,
+                      extra_diagnoses: Iterable[str] = ()) -> ValidationReport:
     """Check a canonical manifest (as :func:`read_manifest` returns it) and every image it names.
 
     Each image is read once (``workers`` threads; gzip decoding releases the GIL). ``progress``
@@ -100,7 +101,7 @@ def validate_manifest(df: pd.DataFrame, check_images: bool = True, workers: int 
     problems += _check_images(table, check_images, workers, progress)
     problems += _check_duplicates(table)
     problems += _check_ages(table)
-    problems += _check_codes(table)
+    problems += _check_codes(table, KNOWN_DIAGNOSES | {str(d) for d in extra_diagnoses})
     problems += _check_subject_consistency(table)
     order = {row: i for i, row in enumerate(table.rows)}
     problems.sort(key=lambda p: (order.get(p.row, -1), 0 if p.column == "image" else 1))
@@ -217,16 +218,16 @@ def _check_ages(t: _Table) -> list[Problem]:
     return problems
 
 
-def _check_codes(t: _Table) -> list[Problem]:
+def _check_codes(t: _Table, known_diagnoses: frozenset[str]) -> list[Problem]:
     problems = [
         t.problem(i, "sex", f"unknown sex code {str(sex)!r} (expected M/F or male/female)")
         for i, sex in enumerate(t["sex"]) if sex is not None and sex not in KNOWN_SEXES
     ]
-    known = ", ".join(sorted(KNOWN_DIAGNOSES))
+    known = ", ".join(sorted(known_diagnoses))
     for column in ("diagnosis", "diagnosis_bl"):
         problems += [
-            t.problem(i, column, f"unknown diagnosis {str(dx)!r} (known: {known})", "warning")
-            for i, dx in enumerate(t[column]) if dx is not None and dx not in KNOWN_DIAGNOSES
+            t.problem(i, column, f"unknown diagnosis {str(dx)!r} (known: {known}; declare others with --diagnoses)")
+            for i, dx in enumerate(t[column]) if dx is not None and dx not in known_diagnoses
         ]
     return problems
 

@@ -171,8 +171,8 @@ def test_manifest_import_bids_and_clinicadl(tmp_path, capsys):
     (lambda t: t + t.splitlines()[1] + "\n", 1, "row 20: session_id: duplicate of row 2 (same subject S00"),
     (lambda t: t.replace("S01,bl,img/s1_bl.nii.gz,61", "S01,bl,img/s1_bl.nii.gz,sixty-one"), 1,
      "row 3: age: 'sixty-one' is not a number"),
-    (lambda t: t.replace("img/s2_bl.nii.gz,62,M,CN", "img/s2_bl.nii.gz,62,M,FTD"), 0,
-     "row 5: warning: diagnosis: unknown diagnosis 'FTD'"),
+    (lambda t: t.replace("img/s2_bl.nii.gz,62,M,CN", "img/s2_bl.nii.gz,62,M,FTD"), 1,
+     "row 5: diagnosis: unknown diagnosis 'FTD'"),
 ])
 def test_validate_manifest_problems(study, capsys, edit, code, expected):
     study.write_text(edit(study.read_text()))

@@ -122,12 +122,14 @@ def test_every_problem_at_once_with_its_row_and_file(tmp_path):
     assert "130 is impossible" in s04["age"] and "unknown sex code 'X'" in s04["sex"]
     assert f"the same file as row {line_of[('S03', 'good4.nii.gz')]}" in s04["image"]
     assert "the same file as row 2" in errors[line_of[("S05", "good1.nii.gz")]][0].problem
+    assert "unknown diagnosis 'FTD'" in s04["diagnosis"]
     warnings = {(p.row, p.column): p.problem for p in report.warnings}
-    assert "unknown diagnosis 'FTD'" in warnings[(line_of[("S04", "good4.nii.gz")], "diagnosis")]
     assert warnings[(line_of[("S05", "good1.nii.gz")], "age")] == "missing"
     assert not report.ok
     assert report.bad_rows == sorted(errors)
     assert len(report.bad_rows) == len(BAD_FILES) + 5
+    declared = validate_manifest(df, check_images=False, extra_diagnoses=["FTD"])
+    assert not [p for p in declared.errors if p.column == "diagnosis"]
     assert report.summary().startswith(f"{path}: FAILED: {len(df)} rows")
 
 
@@ -164,9 +166,11 @@ def test_each_image_is_read_once_and_workers_agree(tmp_path, monkeypatch):
 def test_clean_manifest_with_warnings_is_ok(tmp_path):
     (tmp_path / "a.nii.gz").write_bytes(nifti_gz(good_data(1)))
     (tmp_path / "manifest.csv").write_text("subject_id,image,diagnosis\nS1,a.nii.gz,PD\n")
-    report = validate_manifest(read_manifest(tmp_path / "manifest.csv"))
+    undeclared = validate_manifest(read_manifest(tmp_path / "manifest.csv"))
+    assert not undeclared.ok and [p.column for p in undeclared.errors] == ["diagnosis"]
+    report = validate_manifest(read_manifest(tmp_path / "manifest.csv"), extra_diagnoses=("PD",))
     assert report.ok and report.bad_rows == []
-    assert {p.column for p in report.warnings} == {"diagnosis", "age"}  # unknown label; no ages at all
+    assert {p.column for p in report.warnings} == {"age"}  # no ages at all
 
 
 def test_unreadable_permissions_depend_on_who_runs(tmp_path):
