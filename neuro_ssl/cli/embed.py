@@ -43,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     table = compute_embeddings(network, meta, manifest, cache_dir=args.cache_dir, batch_size=args.batch_size,
                                device=str(resolve_device(args.device)), workers=args.workers, skip_bad=args.skip_bad)
     write_csv(args.out, table)
-    for message in table.attrs.get("skipped", []):
-        print(f"skipped: {message}")
+    skipped = table.attrs.get("skipped", [])
+    if skipped:
+        from neuro_ssl.data.screening import write_skipped
+
+        report = write_skipped(Path(args.out).parent, skipped, name=f"{Path(args.out).stem}_skipped.csv")
+        print(f"skipped {len(skipped)} row(s), listed in {report}")
     print(f"{len(table)} scan(s) x {table.shape[1] - 2} feature(s) -> {args.out}")
     return 0

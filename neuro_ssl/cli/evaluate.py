@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:>18}: {_fmt(metrics[name])}")
     if metrics["overlap_subjects"]:
         print(f"warning: --allow-overlap: {metrics['overlap_subjects']} subject(s) were seen in training")
-    for message in metrics["images_skipped"]:
+    for message in metrics["rows_skipped"]:
         print(f"skipped: {message}")
     print(f"written: {Path(args.out) / 'metrics.json'}, predictions.csv and plots")
     return 0

@@ -119,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
           + (f"; label budget (subjects): {budget}" if budget else ""))
     if val is not None:
         print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']} by {summary['monitor']}")
-    for message in summary["skipped"]:
-        print(f"skipped: {message}")
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} row(s), listed in {Path(args.out) / 'skipped.csv'}")
     print(f"model: {Path(args.out) / 'model.pt'}")
     return 0
 

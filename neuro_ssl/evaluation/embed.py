@@ -68,12 +68,15 @@ def compute_embeddings(network: torch.nn.Module, meta: dict, manifest: pd.DataFr
     """One row per scan (session) of ``manifest``: keys, then ``f0 .. f{D-1}`` (float32 precision)."""
     if "preprocess" not in meta:
         raise CheckpointError("the weights file's meta has no 'preprocess' section; cannot rebuild the preprocessing")
+    from neuro_ssl.data.screening import screen_rows
+
+    manifest, skipped = screen_rows(manifest, skip_bad=skip_bad)
     dataset = make_dataset(manifest, meta["preprocess"], cache_dir, (), skip_bad)
     features, rows = forward_dataset(network.to(device), dataset, batch_size, device, workers, "embed")
     table = manifest.loc[rows, KEYS].astype(str).reset_index(drop=True)
     feats = pd.DataFrame(features.astype(np.float32), columns=[f"f{k}" for k in range(features.shape[1])])
     out = pd.concat([table, feats], axis=1)
-    out.attrs["skipped"] = list(dataset.skipped)
+    out.attrs["skipped"] = skipped + list(dataset.skipped)
     return out
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from neuro_ssl._utils.files import write_csv, write_json
+from neuro_ssl.data.screening import screen_rows, write_skipped
 from neuro_ssl.evaluation import metrics as M
 from neuro_ssl.evaluation.bootstrap import bootstrap_metrics
 from neuro_ssl.evaluation.inference import forward_dataset, make_dataset
@@ -44,18 +45,21 @@ def evaluate_run(run: str | Path, manifest: pd.DataFrame, out_dir: str | Path, a
     path = model_path(run)
     model, meta = load_model(path)
     source = manifest.attrs.get("source", "manifest")
+    manifest, skipped = screen_rows(manifest, used_columns=(meta["label"],), skip_bad=skip_bad)
     rows, spec = prepare_labels(manifest, meta["label"], meta["task"], tuple(meta.get("classes") or ()))
     if rows.empty:
         raise ManifestError(f"{source}: no row has a usable '{meta['label']}' for this model ({spec.describe()})")
     overlap = check_leakage(meta.get("subjects", []), rows["subject_id"], allow_overlap, source=str(path), target=source)
     dataset = make_dataset(rows, meta["preprocess"], cache_dir, (TARGET,), skip_bad)
+    skipped = skipped + dataset.skipped
     outputs, index = forward_dataset(model.to(device), dataset, batch_size, device, workers, "evaluate")
     scans = rows.loc[index]
     out_dir = Path(out_dir)
     common = {"run": str(path), "manifest": source, "mode": meta.get("mode"), "label": spec.label,
               "n": int(len(scans)), "n_subjects": int(scans["subject_id"].nunique()),
               "allow_overlap": bool(allow_overlap), "overlap_subjects": len(overlap),
-              "overlap_subject_ids": overlap, "rows_dropped": spec.dropped, "images_skipped": dataset.skipped,
+              "overlap_subject_ids": overlap, "rows_dropped": spec.dropped,
+              "rows_skipped": [s.reason for s in skipped],
               "bootstrap": {"unit": "subject", "n_boot": int(n_boot), "alpha": alpha, "seed": int(seed),
                             "interval": "percentile"}}
     if spec.task == "regression":
@@ -65,6 +69,7 @@ def evaluate_run(run: str | Path, manifest: pd.DataFrame, out_dir: str | Path, a
     metrics = {**result.pop("headline"), "task": spec.task, **common, **result}
     metrics = _json_safe(metrics)
     write_json(out_dir / "metrics.json", metrics)
+    write_skipped(out_dir, skipped)
     return metrics
 
 

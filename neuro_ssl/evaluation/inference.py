@@ -20,38 +20,29 @@ from neuro_ssl.data.transforms import PreprocessConfig
 
 def make_dataset(manifest: pd.DataFrame, preprocess: PreprocessConfig | dict, cache_dir=None,
                  columns: Sequence[str] = (), skip_bad: bool = False):
-    """A ManifestDataset for ``manifest`` with the run's preprocessing.
+    """A ManifestDataset for ``manifest`` with the run's preprocessing, screened up front.
 
     ``cache_dir``: None -> the default cache folder ($NEURO_SSL_CACHE or ~/.cache/neuro-ssl),
     ``"none"`` -> no disk cache, else that folder (the same rule as pretraining).
-    ``skip_bad``: every item is preprocessed once up front; items whose volume cannot be used
-    are left out and their one-line messages kept in ``dataset.skipped`` (without it the first
-    bad volume stops the command with its file and row).
+    Callers screen the rows first (:func:`~neuro_ssl.data.screening.screen_rows`, before label
+    selection drops any); here every item is preprocessed once before any work starts: without
+    ``skip_bad`` the first unusable scan stops the command with its file and row; with it, those
+    rows are left out and kept in ``dataset.skipped`` (:class:`~neuro_ssl.data.screening.SkippedRow`).
     """
     from neuro_ssl.data.datasets import ManifestDataset
-    from neuro_ssl.errors import ImageError
+    from neuro_ssl.data.screening import screen_items
 
     if isinstance(preprocess, dict):
         preprocess = PreprocessConfig.from_dict(preprocess)
     cache_dir = resolve_cache_dir(cache_dir)
     dataset = ManifestDataset(manifest, preprocess, cache_dir=cache_dir, columns=tuple(columns))
-    skipped: list[str] = []
-    if skip_bad:
-        bad_rows = []
-        for i in range(len(dataset)):
-            try:
-                dataset.preprocessed(i)
-            except ImageError as exc:
-                skipped.append(" ".join(str(exc).split()))
-                bad_rows += list(dataset.rows[i])
-        if bad_rows:
-            kept = manifest.drop(index=bad_rows)
-            kept.attrs = dict(manifest.attrs)
-            if kept.empty:
-                raise ImageError(f"{manifest.attrs.get('source', 'manifest')}: every image is unusable "
-                                 f"({len(skipped)} skipped; first: {skipped[0]})")
-            dataset = ManifestDataset(kept, preprocess, cache_dir=cache_dir, columns=tuple(columns))
-    dataset.skipped = skipped
+    bad_rows, bad_items = screen_items(len(dataset), dataset.preprocessed, lambda i: list(dataset.rows[i]),
+                                       manifest, skip_bad=skip_bad)
+    if bad_rows:
+        kept = manifest.drop(index=bad_rows)
+        kept.attrs = dict(manifest.attrs)
+        dataset = ManifestDataset(kept, preprocess, cache_dir=cache_dir, columns=tuple(columns))
+    dataset.skipped = bad_items
     return dataset
 
 

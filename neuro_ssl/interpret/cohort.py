@@ -55,7 +55,7 @@ class CohortSaliency:
 
     summary: pd.DataFrame
     summary_path: Path
-    skipped: list[dict] = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # data.screening.SkippedRow
     group_mean: Path | None = None
     regions_path: Path | None = None
     layer: str | None = None
@@ -78,17 +78,19 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
                    progress: Callable[[Iterable], Iterable] = iter) -> CohortSaliency:
     """Explain every scan of ``manifest`` with ``model`` (from ``load_model``) and write the outputs."""
     from neuro_ssl.data.cache import VolumeCache
+    from neuro_ssl.data.screening import SkippedRow, screen_rows, write_skipped
     from neuro_ssl.data.transforms import PreprocessConfig
 
     options = options or SaliencyOptions()
     out_dir = Path(out_dir)
+    manifest, skipped = screen_rows(manifest, skip_bad=options.skip_bad)
     config = PreprocessConfig.from_dict(dict(meta.get("preprocess") or {}))
     scans = select_scans(manifest, config.modalities, options)
     regions = load_regions(options.regions, options.region_labels) if options.regions else None
     template_brain = load_mask(options.brain_mask) if options.brain_mask else None
     cache = VolumeCache(config, options.cache_dir)
     state = _CohortState(regions, options.regions_column)
-    rows, skipped, layer = [], [], None
+    rows, layer = [], None
     for scan in progress(scans):
         try:
             if scan.problem:
@@ -97,8 +99,8 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
         except NeuroSSLError as exc:
             if not options.skip_bad:
                 raise type(exc)(f"{_source(manifest)} row {scan.row}: {exc}") from None
-            skipped.append({"subject_id": scan.subject_id, "session_id": scan.session_id,
-                            "image": scan.paths[0], "error": " ".join(str(exc).split())})
+            skipped.append(SkippedRow(int(scan.row), scan.subject_id, scan.session_id, scan.paths[0],
+                                      f"{_source(manifest)} row {scan.row}: {' '.join(str(exc).split())}"))
             continue
         rows.append(row)
     if not rows:
@@ -106,8 +108,7 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
     summary = summary_table(rows, state.region_names())
     summary_path = out_dir / "summary.csv"
     write_csv(summary_path, summary)
-    if skipped:
-        write_csv(out_dir / "skipped.csv", pd.DataFrame(skipped))
+    write_skipped(out_dir, skipped)
     return CohortSaliency(summary, summary_path, skipped, state.write_group_mean(out_dir),
                           state.write_region_table(out_dir), layer)
 

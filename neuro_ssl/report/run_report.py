@@ -415,13 +415,13 @@ def _skipped_section(page: _Page, evaluations: list[Path], saliency: Path | None
     for folder in evaluations:
         metrics = folder / "metrics.json"
         if metrics.exists():
-            for item in json.loads(metrics.read_text()).get("images_skipped") or []:
+            for item in json.loads(metrics.read_text()).get("rows_skipped") or []:
                 rows.append({"step": f"evaluate {_run_label(folder)}", "scan": "", "reason": str(item)})
     table = saliency / "skipped.csv" if saliency else None
     if table is not None and table.exists():
         for row in pd.read_csv(table, dtype=str).fillna("").to_dict("records"):
             scan = " ".join(str(row.get(k, "")) for k in ("subject_id", "session_id")).strip()
-            rows.append({"step": "saliency", "scan": scan, "reason": row.get("error", "")})
+            rows.append({"step": "saliency", "scan": scan, "reason": row.get("reason", "")})
     if rows:
         page.add_key("skipped scans", str(len(rows)), "by --skip-bad, listed below")
         page.add("Skipped scans", _table(rows))

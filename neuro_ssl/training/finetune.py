@@ -34,6 +34,7 @@ from neuro_ssl._utils.files import write_yaml
 from neuro_ssl._utils.seeding import seed_everything
 from neuro_ssl.data.transforms import PreprocessConfig
 from neuro_ssl.errors import ConfigError
+from neuro_ssl.data.screening import screen_rows, write_skipped
 from neuro_ssl.evaluation.inference import forward_dataset, item_rows, make_dataset
 from neuro_ssl.evaluation.labels import TARGET, LabelSpec, select_rows
 from neuro_ssl.evaluation.metrics import mae, roc_auc
@@ -149,6 +150,10 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
+    train_df, skipped = screen_rows(train_df, used_columns=(config.label,), skip_bad=config.skip_bad)
+    if val_df is not None:
+        val_df, val_skipped = screen_rows(val_df, used_columns=(config.label,), skip_bad=config.skip_bad)
+        skipped += val_skipped
     train, val, spec, budget = select_rows(train_df, val_df, config.label, config.task, config.classes,
                                            int(config.labels_per_class), config.seed)
     n_outputs = len(spec.classes) if spec.task == "classification" else 1
@@ -158,13 +163,15 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     loop.check_amp(config.amp, device)
     trainer = _Trainer(config, spec, net, train, val, device, out_dir)
     history = trainer.fit(resume)
+    skipped += list(trainer.train_set.skipped) + list(trainer.val_set.skipped if trainer.val_set else [])
+    write_skipped(out_dir, skipped)
     write_yaml(out_dir / "config.yaml", {**config.to_dict(), **{k: str(v) for k, v in (sources or {}).items()}})
     save_model(out_dir / "model.pt", trainer.export_model(), _model_meta(config, spec, net, train, val, budget, trainer))
     return {"run": str(out_dir), "task": spec.task, "classes": list(spec.classes), "labels": spec.describe(),
             "n_train_scans": trainer.n_train, "n_train_subjects": int(train["subject_id"].nunique()),
             "label_budget": budget, "best_epoch": trainer.best_epoch, "epochs_run": len(history),
             "best_score": trainer.best_score[0] if trainer.best_score else None, "monitor": trainer.monitor,
-            "skipped": list(trainer.train_set.skipped) + list(trainer.val_set.skipped if trainer.val_set else [])}
+            "skipped": [s.reason for s in skipped]}
 
 
 def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:

@@ -190,8 +190,11 @@ def test_bad_scan_stops_with_its_row_or_is_skipped(study, tmp_path, capsys):
     line = _one_line_error(capsys, "finetune")
     assert "train_bad.csv row 2" in line and "broken.nii.gz" in line
     assert main(argv + ["--skip-bad"]) == 0
-    out = capsys.readouterr().out
-    assert "skipped:" in out and "row 2" in out
+    assert "skipped 1 row(s)" in capsys.readouterr().out
+    skipped = pd.read_csv(tmp_path / "r" / "skipped.csv", dtype=str)
+    assert list(skipped.columns) == ["row", "subject_id", "session_id", "image", "reason"]
+    assert skipped.loc[0, "row"] == "2" and skipped.loc[0, "image"] == str(broken)
+    assert "broken.nii.gz" in skipped.loc[0, "reason"]
 
 
 def test_one_class_test_set_gives_null_auc(study, tmp_path, capsys):

@@ -37,7 +37,7 @@ def _run_folder(base: Path) -> dict:
         metrics = {name: _metric(auc, 0.5, 0.9) for name in ("auc", "balanced_accuracy", "sensitivity",
                                                               "specificity", "mcc", "f1_macro")}
         (folder / "metrics.json").write_text(json.dumps({**metrics, "n": 2, "classes": ["CN", "AD"],
-                                                         "images_skipped": ["test.csv row 3: gone"]}))
+                                                         "rows_skipped": ["test.csv row 3: gone"]}))
         evaluations.append(folder)
     clusters = base / "clusters"
     clusters.mkdir()

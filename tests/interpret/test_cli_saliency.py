@@ -117,7 +117,7 @@ def test_group_mean_when_scans_share_a_grid_and_skip_bad(tmp_path, volumes, caps
     expected = np.mean([m / m.max() for m in maps], axis=0)
     np.testing.assert_allclose(np.asarray(mean.dataobj), expected, rtol=1e-5, atol=1e-7)
     skipped = pd.read_csv(out / "skipped.csv")
-    assert list(skipped["subject_id"]) == ["gone"] and "not found" in skipped.loc[0, "error"]
+    assert list(skipped["subject_id"]) == ["gone"] and "not found" in skipped.loc[0, "reason"]
     page = (out / "index.html").read_text()
     assert 'id="viewer-0"' in page and 'id="viewer-1"' not in page and "first 1 of 2" in page
 
@@ -184,7 +184,7 @@ def test_two_modality_model_maps_onto_the_first_modalitys_grid(tmp_path, two_sca
         explain_cohort(model, meta, manifest, tmp_path / "out", SaliencyOptions(cache_dir=None))
     result = explain_cohort(model, meta, manifest, tmp_path / "out", SaliencyOptions(cache_dir=None, skip_bad=True))
     assert list(result.summary["subject_id"]) == ["01"]
-    assert [s["subject_id"] for s in result.skipped] == ["02"] and "no FDG image" in result.skipped[0]["error"]
+    assert [s.subject_id for s in result.skipped] == ["02"] and "no FDG image" in result.skipped[0].reason
     written = nib.load(result.summary.loc[0, "saliency"])
     assert result.summary.loc[0, "saliency"].endswith("01_bl_T1w_saliency.nii.gz")
     assert written.shape == t1["shape"] and np.allclose(written.affine, t1["affine"])
