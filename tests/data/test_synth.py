@@ -1,0 +1,299 @@
+"""The synthetic cohort: real NIfTI files, the manifest contract, the planted effects, the CLI.
+
+Geometry is checked with nibabel's own resampler (an independent implementation), effects by
+simple image measurements that know nothing about how the images were made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from nibabel.processing import resample_from_to
+from scipy import ndimage
+
+from neuro_ssl.data import _synth_anatomy as anatomy
+from neuro_ssl.data import synth
+from neuro_ssl.data.manifest import read_manifest
+from neuro_ssl.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def cohort(tiny_cohort) -> pd.DataFrame:
+    """The shared 12-subject, 4 mm, T1w + FDG cohort, read as a canonical manifest."""
+    return read_manifest(tiny_cohort)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_identical_files_whatever_the_threads(tmp_path):
+    a = synth.make_cohort(tmp_path / "a", n_subjects=3, seed=3, pet=True, voxel_mm=8.0, visits=(1, 2), jobs=1)
+    b = synth.make_cohort(tmp_path / "b", n_subjects=3, seed=3, pet=True, voxel_mm=8.0, visits=(1, 2), jobs=3)
+    c = synth.make_cohort(tmp_path / "c", n_subjects=3, seed=4, pet=True, voxel_mm=8.0, visits=(1, 2), jobs=2)
+    files_a, files_b, files_c = _digest(a.parent), _digest(b.parent), _digest(c.parent)
+    assert files_a == files_b
+    images_a = {files_a[n] for n in files_a if n.startswith("images/")}
+    images_c = {files_c[n] for n in files_c if n.startswith("images/")}
+    assert images_a and images_c and not images_a & images_c  # another seed, other images
+    assert not [n for n in files_a if ".tmp-" in n]  # atomic writes leave no temporary files
+
+
+def test_manifest_reads_as_adni_with_age_at_visit(cohort, tiny_cohort):
+    raw = pd.read_csv(tiny_cohort, dtype=str)
+    assert {"PTID", "VISCODE", "AGE", "Years_bl", "PTGENDER", "DX", "DX_bl", "SITE", "modality",
+            "image_path", "MMSE", "true_atrophy", "truth_region"} <= set(raw.columns)
+    assert all(re.fullmatch(r"\d{3}_S_\d{4}", s) for s in cohort["subject_id"])
+    assert cohort["subject_id"].map(type).eq(str).all() and cohort["subject_id"].str.startswith("0").any()
+    expected_age = raw["AGE"].astype(float).to_numpy() + raw["Years_bl"].astype(float).to_numpy()
+    np.testing.assert_allclose(cohort["age"].to_numpy(), expected_age)
+    assert cohort["age"].between(50, 100).all()
+    assert set(cohort["sex"]) <= {"M", "F"} and set(cohort["diagnosis"]) <= {"CN", "MCI", "AD"}
+    assert set(cohort["modality"]) == {"T1w", "FDG"}
+    assert all(Path(p).is_file() for p in cohort["image"])
+    # one FDG per T1w session; visits bl, m12, m24 with Years_bl about 0, 1, 2
+    sessions = cohort.groupby(["subject_id", "session_id"])["modality"].apply(sorted)
+    assert all(m == ["FDG", "T1w"] for m in sessions)
+    t1 = cohort[cohort["modality"] == "T1w"]
+    for _, visits in t1.groupby("subject_id"):
+        n = len(visits)
+        assert 1 <= n <= 3
+        assert list(visits["session_id"]) == ["bl", "m12", "m24"][:n]
+        np.testing.assert_allclose(visits["Years_bl"], np.arange(n), atol=0.2)
+        assert visits["age_bl"].nunique() == 1 and visits["sex"].nunique() == 1
+        assert visits["true_atrophy"].is_monotonic_increasing  # disease progresses, never heals
+    by_dx = t1.groupby("diagnosis")[["MMSE", "true_atrophy"]].mean()
+    assert by_dx.loc["AD", "MMSE"] < by_dx.loc["MCI", "MMSE"] < by_dx.loc["CN", "MMSE"]
+    assert by_dx.loc["CN", "true_atrophy"] == 0 < by_dx.loc["MCI", "true_atrophy"] < by_dx.loc["AD", "true_atrophy"]
+
+
+def test_classes_are_balanced_even_for_tiny_cohorts(cohort):
+    for n in range(1, 200):
+        counts = synth.diagnosis_counts(n)
+        assert sum(counts.values()) == n and min(counts.values()) >= 0
+        if n >= 2:
+            assert counts["CN"] >= 1 and counts["AD"] >= 1
+    baseline = cohort[(cohort["session_id"] == "bl") & (cohort["modality"] == "T1w")]
+    groups = baseline["diagnosis_bl"].replace({"EMCI": "MCI", "LMCI": "MCI"}).value_counts()
+    assert groups["CN"] >= 3 and groups["AD"] >= 3
+    # age and disease are related but separable: AD older on average, ages overlap
+    plans = synth.plan_cohort(400, seed=0)
+    ages = {g: np.array([p.age_bl for p in plans if p.group == g]) for g in ("CN", "AD")}
+    assert 1.0 < ages["AD"].mean() - ages["CN"].mean() < 8.0
+    assert ages["AD"].min() < np.median(ages["CN"]) < ages["AD"].max()
+
+
+def test_files_are_nifti_with_the_sites_orientations(cohort):
+    t1 = cohort[cohort["modality"] == "T1w"]
+    seen = {}
+    for _, row in t1.iterrows():
+        img = nib.load(row["image"])
+        assert img.shape == (44, 52, 44) and img.get_data_dtype() == np.int16
+        np.testing.assert_allclose(img.header.get_zooms(), (4.0, 4.0, 4.0), atol=1e-5)
+        assert int(img.header["qform_code"]) == 1 and int(img.header["sform_code"]) == 1
+        np.testing.assert_allclose(img.get_qform(), img.affine, atol=1e-4)
+        seen[row["site"]] = img.affine
+    assert len(seen) == len(synth.SITES)
+    for site in synth.SITES:
+        affine = seen[site.code]
+        assert "".join(nib.aff2axcodes(affine)) == site.axes
+        oblique_deg = np.rad2deg(nib.affines.obliquity(affine)).max()
+        assert (oblique_deg > 5.0) == any(site.oblique_deg), (site.code, oblique_deg)
+    assert {"RAS", "LAS", "LPS"} <= {s.axes for s in synth.SITES}
+
+
+def test_realistic_voxel_sizes_per_site(tmp_path):
+    for site in synth.SITES:
+        shape, affine = synth.scanner.site_grid(site, site.voxel_mm)
+        np.testing.assert_allclose(nib.affines.voxel_sizes(affine), site.voxel_mm)
+        assert np.all(np.array(shape) * site.voxel_mm >= np.array(synth.scanner.FOV_MM) - 1e-6)
+    manifest = synth.make_cohort(tmp_path / "one", n_subjects=1, seed=0, visits=(1, 1))
+    img = nib.load(manifest.parent / pd.read_csv(manifest)["image_path"][0])
+    site = next(s for s in synth.SITES if s.code == f"{pd.read_csv(manifest, dtype=str)['SITE'][0]}")
+    np.testing.assert_allclose(img.header.get_zooms(), site.voxel_mm, atol=1e-5)
+
+
+@pytest.mark.parametrize("voxel_mm", [8.0, 3.0], ids=["direct", "fine-grid-shortcut"])
+@pytest.mark.parametrize("site", synth.SITES, ids=lambda s: s.orientation)
+def test_resampling_onto_a_site_grid_matches_nibabel(site, voxel_mm):
+    """Our native grids, sampled through a head pose, agree with nibabel's resampler.
+
+    Coarse grids are sampled directly: voxel for voxel on any volume. Grids much finer than the
+    source take a shortcut (every other voxel, then linear along the native axes): exact on a
+    linear ramp, within a small fraction of the range on a smooth random volume.
+    """
+    rng = np.random.default_rng(0)
+    ramp = np.einsum("a,a...->...", [0.3, 0.2, -0.1], np.indices((30, 36, 30), dtype=np.float32)) + 10.0
+    smooth = ndimage.gaussian_filter(rng.random((30, 36, 30)), 2) * 10
+    source_affine = np.diag([6.0, 6.0, 6.0, 1.0])
+    source_affine[:3, 3] = (-87.0, -123.0, -81.0)
+    pose = synth.scanner.head_pose(rng, head_scale=1.05)
+    shape, affine = synth.scanner.site_grid(site, (voxel_mm,) * 3)
+    for name, source in (("ramp", ramp), ("smooth", smooth)):
+        source = source.astype(np.float32)  # asymmetric in every axis: a flipped axis cannot pass
+        ours = synth.scanner.resample_to_grid(source, source_affine, pose, shape, affine, blur=False)
+        # the same subject seen by nibabel: the source placed in the scanner by the head pose
+        expected = resample_from_to(nib.Nifti1Image(source, pose @ source_affine), (shape, affine), order=1).get_fdata()
+        inside = ndimage.binary_erosion(expected > 0, iterations=2)  # edges differ only by zero padding
+        assert inside.sum() > 1000
+        if voxel_mm == 8.0 or name == "ramp":
+            np.testing.assert_allclose(ours[inside], expected[inside], rtol=1e-4, atol=1e-4)
+        else:
+            error = np.abs(ours[inside] - expected[inside]) / np.ptp(expected[inside])
+            assert error.mean() < 0.01 and np.percentile(error, 99) < 0.03, (error.mean(), np.percentile(error, 99))
+
+
+def test_linear_upsampling_matches_map_coordinates():
+    coarse = np.random.default_rng(1).random((5, 6, 7)).astype(np.float32)
+    fine = synth.scanner._upsample2(coarse, (9, 11, 13))
+    half_steps = np.meshgrid(*(np.arange(n) / 2 for n in (9, 11, 13)), indexing="ij")
+    expected = ndimage.map_coordinates(coarse.astype(np.float64), half_steps, order=1)
+    np.testing.assert_allclose(fine, expected, atol=1e-6)
+
+
+def test_scans_land_on_the_template_in_world_space(cohort):
+    """nibabel's resampler puts each T1w scan on the MNI template; a flipped axis fits worse."""
+    from nilearn.datasets import load_mni152_template
+
+    template = load_mni152_template(resolution=2)
+    brain = nib.load(Path(cohort["image"].iloc[0]).parents[1] / "truth" / "brain_mask.nii.gz").get_fdata() > 0
+    reference = ndimage.gaussian_filter(template.get_fdata(), 1.0)[brain]
+    for _, row in cohort[cohort["modality"] == "T1w"].groupby("site").head(1).iterrows():
+        on_mni = ndimage.gaussian_filter(resample_from_to(nib.load(row["image"]), template, order=1).get_fdata(), 1.0)
+        fit = np.corrcoef(on_mni[brain], reference)[0, 1]
+        flipped = [np.corrcoef(np.flip(on_mni, axis)[brain], reference)[0, 1] for axis in (1, 2)]
+        assert fit > 0.45 and fit > max(flipped) + 0.08, (row["site"], fit, flipped)
+
+
+def test_truth_masks_in_mni_and_in_each_scan(cohort):
+    root = Path(cohort["image"].iloc[0]).parents[1]
+    from nilearn.datasets import load_mni152_template
+
+    mni = load_mni152_template(resolution=2)
+    for name in ("diagnosis_region", "pet_region", "ventricles", "brain_mask"):
+        img = nib.load(root / "truth" / f"{name}.nii.gz")
+        assert img.shape == mni.shape and np.allclose(img.affine, mni.affine)
+        assert name in (root / "truth" / "README.txt").read_text()
+        assert img.get_fdata().sum() > 0
+    centroids = {}
+    for name in ("diagnosis_region", "pet_region"):
+        img = nib.load(root / "truth" / f"{name}.nii.gz")
+        mask = img.get_fdata() > 0
+        centroids[name] = nib.affines.apply_affine(img.affine, np.argwhere(mask).mean(axis=0))
+        assert mask.sum() * 8e-3 > 10  # ml
+    for _, row in cohort.iterrows():
+        image, region = nib.load(row["image"]), nib.load(root / row["truth_region"])
+        assert region.shape == image.shape and np.allclose(region.affine, image.affine)
+        mask = np.asarray(region.dataobj) > 0
+        assert region.get_data_dtype() == np.uint8 and mask.any()
+        kind = "diagnosis_region" if row["modality"] == "T1w" else "pet_region"
+        assert kind in row["truth_region"]
+        centre_mm = nib.affines.apply_affine(region.affine, np.argwhere(mask).mean(axis=0))
+        assert np.linalg.norm(centre_mm - centroids[kind]) < 15.0, (row["image"], centre_mm)
+
+
+def _region_ratio(row, root: Path) -> float:
+    data = nib.load(row["image"]).get_fdata()
+    mask = np.asarray(nib.load(root / row["truth_region"]).dataobj) > 0
+    foreground = data > 0.3 * np.percentile(data, 99)
+    return data[mask].mean() / np.percentile(data[foreground], 90)
+
+
+def test_disease_darkens_the_planted_region(cohort):
+    root = Path(cohort["image"].iloc[0]).parents[1]
+    for modality in ("T1w", "FDG"):
+        scans = cohort[cohort["modality"] == modality]
+        ratio = scans.apply(_region_ratio, axis=1, root=root)
+        ad, cn = ratio[scans["diagnosis"] == "AD"], ratio[scans["diagnosis"] == "CN"]
+        assert len(ad) >= 3 and len(cn) >= 3
+        pooled_sd = np.sqrt((ad.var() + cn.var()) / 2)
+        assert cn.mean() - ad.mean() > 0.1 and (cn.mean() - ad.mean()) / pooled_sd > 2.0, (modality, ad, cn)
+        mci = ratio[scans["diagnosis"] == "MCI"]
+        assert ad.mean() < mci.mean() < cn.mean()
+
+
+def test_ventricles_grow_with_age(cohort):
+    """Dark voxels (CSF) around the ventricles, against local tissue: a volume measure."""
+    root = Path(cohort["image"].iloc[0]).parents[1]
+    truth = nib.load(root / "truth" / "ventricles.nii.gz")
+    ventricles = truth.get_fdata() > 0
+    inner = ndimage.binary_dilation(ventricles, iterations=6)
+    outer = ndimage.binary_dilation(ventricles, iterations=12)
+    labels = nib.Nifti1Image(outer.astype(np.float32) + inner, truth.affine)
+    t1 = cohort[cohort["modality"] == "T1w"]
+    dark_ml = []
+    for _, row in t1.iterrows():
+        img = nib.load(row["image"])
+        data = img.get_fdata()
+        on_scan = resample_from_to(labels, img, order=0).get_fdata()  # 2 near the ventricles, 1 the shell around
+        dark = data[on_scan == 2] < 0.6 * np.median(data[on_scan == 1])
+        dark_ml.append(dark.sum() * np.prod(img.header.get_zooms()) / 1000)
+    assert np.corrcoef(t1["age"], dark_ml)[0, 1] > 0.5
+    controls = (t1["diagnosis"] == "CN").to_numpy()  # ageing alone, without the disease's share
+    assert np.corrcoef(t1["age"][controls], np.array(dark_ml)[controls])[0, 1] > 0.5
+    assert np.corrcoef(t1["true_ventricle_ml"], dark_ml)[0, 1] > 0.5
+    assert np.corrcoef(t1["age"], t1["true_ventricle_ml"])[0, 1] > 0.5
+
+
+def test_rerun_replaces_the_cohort_and_refuses_foreign_folders(tmp_path):
+    out = tmp_path / "cohort"
+    synth.make_cohort(out, n_subjects=3, seed=0, voxel_mm=8.0, visits=(2, 2))
+    synth.make_cohort(out, n_subjects=2, seed=0, voxel_mm=8.0, visits=(1, 1))
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 2
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(Path(p).name for p in manifest["image_path"])
+    assert len(list((out / "truth" / "regions").iterdir())) == 2
+    assert not (out / "truth" / "pet_region.nii.gz").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        synth.make_cohort(foreign, n_subjects=2)
+    for bad in ({"n_subjects": 0}, {"voxel_mm": 30.0}, {"visits": (3, 1)}, {"jobs": 0}):
+        with pytest.raises(ConfigError):
+            synth.make_cohort(tmp_path / "bad", **bad)
+
+
+def test_template_comes_from_nilearn_package_without_network(monkeypatch):
+    """The template loaders read nilearn's packaged files; any connection attempt fails the test."""
+    import inspect
+
+    from nilearn import datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    for load in (datasets.load_mni152_template, datasets.load_mni152_gm_template,
+                 datasets.load_mni152_wm_template, datasets.load_mni152_brain_mask):
+        assert load(resolution=1).shape == (197, 233, 189)
+    source = inspect.getsource(anatomy)
+    assert "fetch_" not in source and "urllib" not in source and "requests" not in source
+    template = anatomy.mni_template()
+    assert template.shape == (99, 117, 95)
+    assert 10 < template.ventricles.sum() * 8e-3 < 60  # ml of ventricles in the template
+
+
+def test_cli_writes_a_cohort_and_reports_errors_in_one_line(tmp_path, capsys):
+    from neuro_ssl.cli.main import main
+
+    out = tmp_path / "cli"
+    assert main(["synth", str(out), "--subjects", "4", "--voxel-mm", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "manifest.csv") in printed and "4 subjects" in printed
+    assert len(read_manifest(out / "manifest.csv")) >= 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    assert main(["synth", str(tmp_path / "other"), "--subjects", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("neuro-ssl synth: error:")
+    assert main(["synth", str(out), "--subjects", "0"]) == 2
