@@ -2,25 +2,46 @@
 
 Every entry names the problem a user would see, so tests can check that ``validate`` and the
 training commands report each one (file and row named, non-zero exit) and skip it only with
-``--skip-bad``.
+``--skip-bad``. Three kinds:
+
+- :func:`make_bad_files`: broken volumes (truncated gzip, garbage, zero dims, 2D, 4D, NaN, Inf,
+  all zero, zero-scale affine, text renamed ``.nii``, missing, unreadable);
+- :func:`make_bad_manifests`: manifests that are broken as tables (missing column, wrong
+  delimiter: no row can be blamed, the file is) or in one row (duplicate, non-numeric age,
+  unknown diagnosis);
+- :func:`write_armed_checkpoint`: a crafted pickle that runs code (creates a marker file) when
+  loaded by anything but ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
+
+#: canonical manifest columns the tests write (plain CSV, one row per image)
+COLUMNS = ("subject_id", "session_id", "image", "modality", "age", "sex", "diagnosis")
 
 
 @dataclass(frozen=True)
 class BadFile:
-    name: str          # what is wrong, as a short slug
+    name: str                  # what is wrong, as a short slug
     path: Path
-    expect: str        # a fragment the one-line message should contain (lower case)
+    expect: tuple[str, ...]    # the one-line message should contain one of these (lower case)
+
+
+@dataclass(frozen=True)
+class BadManifest:
+    name: str
+    path: Path
+    row: int | None            # the manifest line to blame; None: the file as a whole (its header)
+    expect: tuple[str, ...]    # the message should contain one of these (lower case)
 
 
 def _affine(voxel_mm: float = 4.0) -> np.ndarray:
@@ -37,74 +58,154 @@ def _brain(shape=(24, 28, 24), seed=0) -> np.ndarray:
     return (np.clip(1.2 - r, 0, None) * 100 + rng.normal(0, 2, shape)).astype(np.float32)
 
 
+def _save_raw_sform(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write ``affine`` into the sform as it is (qform off): nibabel refuses to decompose a singular one."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header.set_sform(affine, code=1)
+    header.set_qform(None, code=0)
+    nib.save(nib.Nifti1Image(data, None, header=header), str(path))
+
+
 def write_good(path: Path, seed: int = 0) -> Path:
     nib.save(nib.Nifti1Image(_brain(seed=seed), _affine()), str(path))
     return path
 
 
 def make_bad_files(folder: Path) -> list[BadFile]:
+    """Every broken-volume case this machine can make (the permission case needs a non-root user)."""
     folder.mkdir(parents=True, exist_ok=True)
-    bad: list[BadFile] = []
+    bad = _broken_files(folder) + _unusable_volumes(folder)
+    bad.append(BadFile("missing_file", folder / "does_not_exist.nii.gz", ("not found",)))
+    permission = make_unreadable(folder / "locked.nii.gz")
+    return bad + ([permission] if permission is not None else [])
 
-    good = write_good(folder / "template_good.nii.gz", seed=99)
-    raw = good.read_bytes()
-    p = folder / "truncated.nii.gz"
-    p.write_bytes(raw[: len(raw) // 2])
-    bad.append(BadFile("truncated_gz", p, "truncat"))
 
-    p = folder / "garbage.nii.gz"
-    p.write_bytes(gzip.compress(os.urandom(4096)))
-    bad.append(BadFile("gzip_of_garbage", p, ""))
+def _broken_files(folder: Path) -> list[BadFile]:
+    """Files no reader can decode: a cut gzip stream, gzip of random bytes, text named .nii."""
+    raw = write_good(folder / "template_good.nii.gz", seed=99).read_bytes()
+    (folder / "template_good.nii.gz").unlink()
+    truncated = folder / "truncated.nii.gz"
+    truncated.write_bytes(raw[: len(raw) // 2])
+    garbage = folder / "garbage.nii.gz"
+    garbage.write_bytes(gzip.compress(os.urandom(4096)))
+    text = folder / "notes.nii"
+    text.write_text("this is a text file renamed .nii\n" * 20)
+    return [BadFile("truncated_gz", truncated, ("truncat", "ended before")),
+            BadFile("gzip_of_garbage", garbage, ("not a nifti", "file type")),
+            BadFile("text_renamed_nii", text, ("not a nifti", "file type", "text"))]
 
-    p = folder / "zero_dims.nii.gz"
-    img = nib.Nifti1Image(np.zeros((0, 4, 4), np.float32), _affine())
-    nib.save(img, str(p))
-    bad.append(BadFile("zero_dims", p, ""))
 
-    p = folder / "flat2d.nii.gz"
-    nib.save(nib.Nifti1Image(_brain()[:, :, 12], _affine()), str(p))
-    bad.append(BadFile("2d_image", p, "2d"))
+def _unusable_volumes(folder: Path) -> list[BadFile]:
+    """Valid NIfTI files that are not a usable 3D brain volume."""
+    def save(name: str, data: np.ndarray) -> Path:
+        nib.save(nib.Nifti1Image(data, _affine()), str(folder / name))
+        return folder / name
 
-    p = folder / "fourd.nii.gz"
     vol = _brain()
-    nib.save(nib.Nifti1Image(np.stack([vol, vol, vol], -1), _affine()), str(p))
-    bad.append(BadFile("4d_three_volumes", p, "4d"))
+    nan, inf = vol.copy(), vol.copy()
+    nan[5, 5, 5], inf[6, 6, 6] = np.nan, np.inf
+    zero_scale = _affine()
+    zero_scale[0, 0] = 0.0
+    _save_raw_sform(vol, zero_scale, folder / "zero_scale.nii.gz")
+    return [BadFile("zero_dims", save("zero_dims.nii.gz", np.zeros((0, 4, 4), np.float32)), ("zero dimension",)),
+            BadFile("2d_image", save("flat2d.nii.gz", vol[:, :, 12]), ("2d", "not a 3d")),
+            BadFile("4d_three_volumes", save("fourd.nii.gz", np.stack([vol, vol, vol], -1)), ("4d",)),
+            BadFile("nan_voxels", save("nan.nii.gz", nan), ("nan",)),
+            BadFile("inf_voxels", save("inf.nii.gz", inf), ("inf",)),
+            BadFile("all_zero", save("zeros.nii.gz", np.zeros((24, 28, 24), np.float32)), ("zero", "constant")),
+            BadFile("absurd_affine", folder / "zero_scale.nii.gz", ("affine",))]
 
-    p = folder / "nan.nii.gz"
-    vol = _brain()
-    vol[5, 5, 5] = np.nan
-    nib.save(nib.Nifti1Image(vol, _affine()), str(p))
-    bad.append(BadFile("nan_voxels", p, "nan"))
 
-    p = folder / "inf.nii.gz"
-    vol = _brain()
-    vol[6, 6, 6] = np.inf
-    nib.save(nib.Nifti1Image(vol, _affine()), str(p))
-    bad.append(BadFile("inf_voxels", p, "inf"))
+def make_unreadable(path: Path) -> BadFile | None:
+    """A good volume nobody may read; None where the current user reads anything (root)."""
+    write_good(path, seed=7)
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: the permission case cannot be made here
+        path.chmod(0o644)
+        path.unlink()
+        return None
+    return BadFile("unreadable_permissions", path, ("permission",))
 
-    p = folder / "zeros.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros((24, 28, 24), np.float32), _affine()), str(p))
-    bad.append(BadFile("all_zero", p, ""))
 
-    p = folder / "zero_scale.nii.gz"
-    aff = _affine()
-    aff[0, 0] = 0.0
-    nib.save(nib.Nifti1Image(_brain(), aff), str(p))
-    bad.append(BadFile("absurd_affine", p, "affine"))
+# ---------------------------------------------------------------------------------- manifests
 
-    p = folder / "notes.nii"
-    p.write_text("this is a text file renamed .nii\n" * 20)
-    bad.append(BadFile("text_renamed_nii", p, ""))
+def write_manifest(path: Path, rows: pd.DataFrame, sep: str = ",", bom: bool = False) -> Path:
+    """Write ``rows`` (strings) as a CSV as a user's spreadsheet would; returns ``path``."""
+    text = rows.to_csv(index=False, sep=sep)
+    path.write_bytes((("\ufeff" if bom else "") + text).encode("utf-8"))
+    return path
 
-    bad.append(BadFile("missing_file", folder / "does_not_exist.nii.gz", "not found"))
 
-    p = folder / "locked.nii.gz"
-    write_good(p, seed=7)
-    p.chmod(0)
-    if os.access(p, os.R_OK):  # root reads anything: the permission case cannot be made here
-        p.chmod(0o644)
-        p.unlink()
+def bad_image_row(good: pd.DataFrame, image: Path, subject: str, diagnosis: str = "AD") -> pd.DataFrame:
+    """One manifest row (same columns as ``good``) pointing at ``image``, for a subject of its own."""
+    row = good.iloc[[0]].copy()
+    row["subject_id"], row["session_id"], row["image"], row["diagnosis"] = subject, "bl", str(image), diagnosis
+    return row
+
+
+def insert_row(good: pd.DataFrame, row: pd.DataFrame, position: int) -> tuple[pd.DataFrame, int]:
+    """``good`` with ``row`` inserted before data row ``position`` (0-based); and its file line."""
+    table = pd.concat([good.iloc[:position], row, good.iloc[position:]], ignore_index=True)
+    return table, position + 2  # line 1 is the header
+
+
+def make_bad_manifests(folder: Path, good: pd.DataFrame) -> list[BadManifest]:
+    """Manifests built from ``good`` (>= 4 rows, canonical columns) with one problem each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out: list[BadManifest] = []
+
+    p = write_manifest(folder / "no_image_column.csv", good.drop(columns=["image"]))
+    out.append(BadManifest("missing_image_column", p, None, ("no image column",)))
+
+    p = write_manifest(folder / "no_subject_column.csv", good.drop(columns=["subject_id"]))
+    out.append(BadManifest("missing_subject_column", p, None, ("no subject column",)))
+
+    p = write_manifest(folder / "pipe_delimited.csv", good, sep="|")
+    out.append(BadManifest("wrong_delimiter", p, None, ("delimiter",)))
+
+    table, line = insert_row(good, good.iloc[[0]].copy(), 3)
+    p = write_manifest(folder / "duplicate_row.csv", table)
+    out.append(BadManifest("duplicate_row", p, line, ("duplicate", "same file")))
+
+    table = good.copy()
+    table.loc[table.index[2], "age"] = "seventy"
+    p = write_manifest(folder / "age_not_a_number.csv", table)
+    out.append(BadManifest("non_numeric_age", p, 4, ("seventy",)))
+
+    table = good.copy()
+    table.loc[table.index[1], "diagnosis"] = "Alzheimer-ish"
+    p = write_manifest(folder / "unknown_diagnosis.csv", table)
+    out.append(BadManifest("unknown_diagnosis", p, 3, ("alzheimer-ish",)))
+    return out
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+class _Payload:
+    """Pickles as a call that creates ``marker``: what a malicious checkpoint does on load."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def write_armed_checkpoint(path: Path, marker: Path, fmt: str, container: str = "torch_zip") -> Path:
+    """A file shaped like a neuro-ssl checkpoint of format ``fmt`` whose unpickling creates ``marker``.
+
+    ``container``: ``torch_zip`` (what ``torch.save`` writes) or ``raw_pickle`` (a legacy pickle).
+    """
+    import torch
+
+    evil = {"format": fmt, "state_dict": {}, "model": {}, "meta": {"arch": _Payload(marker)}, "config": {}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if container == "torch_zip":
+        torch.save(evil, path)
+    elif container == "raw_pickle":
+        path.write_bytes(pickle.dumps(evil, protocol=2))
     else:
-        bad.append(BadFile("unreadable_permissions", p, "permission"))
-    good.unlink()
-    return bad
+        raise ValueError(container)
+    return path
