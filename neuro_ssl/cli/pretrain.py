@@ -1,0 +1,137 @@
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon, MoCo queue.
+
+Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
+TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
+--resume (or: --config RUN/config.yaml --resume). See docs/training.md.
+
+examples:
+  neuro-ssl pretrain --manifest train.csv --out runs/simclr --loss simclr --epochs 100
+  neuro-ssl pretrain --manifest train.csv --out runs/yaware --loss yaware --meta age --sigma 5 \\
+      --val-manifest val.csv --amp bf16
+  neuro-ssl pretrain --manifest train.csv --out runs/moco --loss supcon --meta diagnosis --queue 1024
+  torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from neuro_ssl.cli import _common
+from neuro_ssl.training.config import AMP_MODES, ARCHS, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
+
+_DEFAULTS = PretrainConfig()
+
+
+def _mapping(text: str) -> dict:
+    """A YAML flow mapping, e.g. ``{cutout: 0.8, crop_scale: [0.7, 1.0]}``."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text) if isinstance(text, str) else text
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping, got {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping like '{{cutout: 0.8}}', got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text) if str(text).strip().lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = _DEFAULTS
+    io = parser.add_argument_group("data and run folder")
+    io.add_argument("--manifest", type=Path, required=True, help="training manifest (CSV/TSV, any known dialect)")
+    io.add_argument("--out", type=Path, required=True, metavar="RUN", help="run folder (must be new or empty unless --resume)")
+    io.add_argument("--val-manifest", type=Path, default=None, metavar="V", help="held-out manifest for the online probes")
+    io.add_argument("--resume", action="store_true", help="continue the run in RUN from its checkpoint.pt")
+    io.add_argument("--skip-bad", action="store_true", help="report and skip unreadable scans instead of stopping")
+    io.add_argument("--missing-y", choices=MISSING_Y, default=d.missing_y,
+                    help="scans without a --meta value: fail (listing them) or skip (with a count)")
+    _common.add_cache_dir(io)
+
+    obj = parser.add_argument_group("objective")
+    obj.add_argument("--loss", choices=LOSSES, required=True, help="simclr (no labels), yaware (continuous --meta), supcon (labels)")
+    obj.add_argument("--meta", type=_common.str_list, default=d.meta, metavar="COL[,COL]",
+                     help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
+    obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
+                     help="y-Aware kernel width, in the units of --meta (years for age)")
+    obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature)
+    obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
+                     help="MoCo memory of N keys from a momentum encoder (0: none)")
+    obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
+    obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
+                     help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")
+    obj.add_argument("--augment", type=_mapping, default=d.augment, metavar="YAML",
+                     help="augmentation overrides, e.g. '{cutout: 0.8, crop_scale: [0.7, 1.0]}'")
+
+    net = parser.add_argument_group("network and preprocessing")
+    net.add_argument("--arch", choices=ARCHS, default=d.arch)
+    net.add_argument("--norm", choices=NORMS, default=d.norm, help="group: batch-size independent, works with DDP on CPU")
+    net.add_argument("--width", type=_common.positive_float, default=d.width, help="encoder channel multiplier")
+    net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
+                     help="projection MLP widths, the last is the embedding size")
+    net.add_argument("--spacing", dest="spacing_mm", type=_common.float_tuple(3), default=d.spacing_mm, metavar="MM",
+                     help="voxel size in mm (1 or 3 numbers)")
+    net.add_argument("--shape", type=_common.int_tuple(3), default=d.shape, metavar="X,Y,Z", help="model grid in voxels")
+    net.add_argument("--normalization", default=d.normalization, help="auto|zscore|percentile|suvr|none")
+    net.add_argument("--modalities", type=_common.str_list, default=d.modalities, help="input channels, one per modality")
+
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")
+    opt.add_argument("--batch-size", type=_common.positive_int, default=d.batch_size, metavar="B", help="scans per batch per process")
+    opt.add_argument("--lr", type=_common.positive_float, default=d.lr)
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    opt.add_argument("--warmup", dest="warmup_epochs", type=float, default=d.warmup_epochs, metavar="EPOCHS",
+                     help="linear warmup length in epochs, then cosine decay")
+    opt.add_argument("--accumulate", type=_common.positive_int, default=d.accumulate, help="micro-batches per optimizer step")
+    opt.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="bf16 autocast (CPU/GPU) or fp16 with a scaler (GPU)")
+    opt.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format (measure on GPU first)")
+    opt.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; measure first)")
+
+    run = parser.add_argument_group("running")
+    _common.add_seed(run, d.seed)
+    run.add_argument("--workers", type=_non_negative_int, default=d.workers, help="DataLoader worker processes")
+    run.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--checkpoint-every", type=_non_negative_int, default=d.checkpoint_every, metavar="STEPS",
+                     help="also checkpoint every N optimizer steps (0: once per epoch)")
+    run.add_argument("--probe-every", type=_common.positive_int, default=d.probe_every, metavar="EPOCHS",
+                     help="online age/diagnosis probes on --val-manifest every N epochs")
+    run.add_argument("--log-every", type=_common.positive_int, default=d.log_every, metavar="STEPS",
+                     help="TensorBoard training curves every N steps")
+
+
+def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainConfig) if hasattr(args, f.name)}
+    values["cache_dir"] = str(args.cache_dir) if args.cache_dir is not None else None
+    return PretrainConfig.from_dict(values).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    from neuro_ssl.data.manifest import read_manifest
+    from neuro_ssl.training.pretrain import pretrain
+
+    config = _config_from_args(args)
+    _common.refuse_same_path(args.manifest, args.out, "--out")
+    manifest = read_manifest(args.manifest)
+    val = read_manifest(args.val_manifest) if args.val_manifest is not None else None
+    sources = {"manifest": str(Path(args.manifest).resolve())}
+    if args.val_manifest is not None:
+        sources["val_manifest"] = str(Path(args.val_manifest).resolve())
+    summary = pretrain(config, manifest, args.out, val, resume=args.resume, sources=sources)
+    if int(os.environ.get("RANK", "0")) == 0:
+        probe = "".join(f", {k} {summary[k]:.3f}" for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
+        print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
+              f"final loss {summary['final_loss']:.4f}{probe}")
+        print(f"encoder: {summary['encoder']}")
+        print(f"run folder: {summary['run_dir']} (checkpoint.pt, config.yaml, metrics.csv, TensorBoard events)")
+    return 0

@@ -1,0 +1,21 @@
+"""Encoders, heads and the checkpoint files that carry them between commands."""
+
+from neuro_ssl.models.checkpoints import (
+    ENCODER_FORMAT,
+    MODEL_FORMAT,
+    load_encoder,
+    load_model,
+    read_checkpoint,
+    save_encoder,
+    save_model,
+    strip_prefixes,
+    unwrap,
+)
+from neuro_ssl.models.encoders import ARCHS, NORMS, Encoder, build_encoder
+from neuro_ssl.models.heads import ContrastiveModel, ProjectionHead, SupervisedModel
+
+__all__ = [
+    "ARCHS", "NORMS", "ENCODER_FORMAT", "MODEL_FORMAT", "Encoder", "build_encoder",
+    "ProjectionHead", "ContrastiveModel", "SupervisedModel",
+    "save_encoder", "load_encoder", "save_model", "load_model", "read_checkpoint", "strip_prefixes", "unwrap",
+]

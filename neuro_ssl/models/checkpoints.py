@@ -1,0 +1,168 @@
+"""Saving and loading weights: the only module that touches ``encoder.pt`` / ``model.pt``.
+
+A file is a plain dict ``{"format", "state_dict", "meta"}`` written atomically and read with
+``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted file cannot
+run code on load (a pickle that tries is refused with :class:`CheckpointError`). Keys saved by
+DataParallel/DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) are stripped and the
+weights are then loaded with ``strict=True``: a file that does not fit the network fails loudly
+instead of leaving layers at their random initialisation.
+
+A human-readable sidecar (``encoder.yaml`` beside ``encoder.pt``) repeats the meta.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from neuro_ssl._utils.files import torch_save, write_yaml
+from neuro_ssl.errors import CheckpointError, ConfigError
+
+ENCODER_FORMAT = "neuro-ssl-encoder/1"
+MODEL_FORMAT = "neuro-ssl-model/1"
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def plain_meta(obj: Any) -> Any:
+    """Meta as plain YAML/``weights_only``-safe values: dicts, lists, str, int, float, bool, None."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain_meta(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        values = sorted(obj) if isinstance(obj, (set, frozenset)) else obj
+        return [plain_meta(v) for v in values]
+    if isinstance(obj, (os.PathLike,)):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()  # numpy / torch scalars
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    raise TypeError(f"checkpoint meta values must be plain data, got {type(obj).__name__}")
+
+
+def strip_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` / ``_orig_mod.`` wrappers that DDP and torch.compile add to keys."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The module inside DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
+
+
+def read_checkpoint(path: str | os.PathLike, expected_format: str | tuple[str, ...]) -> dict:
+    """Load a checkpoint dict safely and check its ``format``; every failure is a CheckpointError."""
+    path = Path(path)
+    expected = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused: not a plain-weights file ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
+        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__})") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if fmt not in expected:
+        found = f"format '{fmt}'" if fmt else "not a neuro-ssl checkpoint"
+        raise CheckpointError(f"{path}: expected {' or '.join(expected)}, found {found}")
+    return data
+
+
+def _load_weights(module: nn.Module, state_dict: Mapping, path: Path) -> None:
+    try:
+        module.load_state_dict(strip_prefixes(state_dict), strict=True)
+    except (RuntimeError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{path}: weights do not fit the network described by its meta ({detail})") from None
+
+
+def _encoder_meta(encoder: nn.Module, meta: Mapping | None) -> dict:
+    encoder = unwrap(encoder)
+    base = {"arch": encoder.arch, "in_channels": encoder.in_channels, "norm": encoder.norm,
+            "width": encoder.width, "out_features": encoder.out_features}
+    return plain_meta({**base, **dict(meta or {})})
+
+
+def _save(path: str | os.PathLike, fmt: str, module: nn.Module, meta: dict) -> Path:
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in strip_prefixes(unwrap(module).state_dict()).items()}
+    torch_save({"format": fmt, "state_dict": state, "meta": meta}, path)
+    write_yaml(path.with_suffix(".yaml"), {"format": fmt, "weights": path.name, **meta})
+    return path
+
+
+def save_encoder(path: str | os.PathLike, encoder: nn.Module, meta: Mapping | None = None) -> Path:
+    """Write the encoder's weights and meta (arch, in_channels, norm, width filled in) + ``.yaml`` sidecar."""
+    return _save(path, ENCODER_FORMAT, encoder, _encoder_meta(encoder, meta))
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: Mapping | None = None) -> Path:
+    """Write a :class:`SupervisedModel` (encoder + head); meta gains the encoder fields and n_outputs."""
+    inner = unwrap(model)
+    meta = {**_encoder_meta(inner.encoder, None), "n_outputs": inner.n_outputs, **plain_meta(dict(meta or {}))}
+    if isinstance(inner.dropout, nn.Dropout):
+        meta.setdefault("dropout", inner.dropout.p)
+    return _save(path, MODEL_FORMAT, model, meta)
+
+
+def _encoder_from_meta(meta: Mapping, path: Path) -> nn.Module:
+    from neuro_ssl.models.encoders import build_encoder
+
+    try:
+        return build_encoder(arch=meta["arch"], in_channels=int(meta["in_channels"]),
+                             norm=meta.get("norm", "batch"), width=float(meta.get("width", 1.0)))
+    except (KeyError, ValueError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: meta does not describe an encoder ({' '.join(str(exc).split())})") from None
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """``(encoder, meta)`` from an ``encoder.pt``; the encoder is on CPU in eval mode."""
+    path = Path(path)
+    data = read_checkpoint(path, ENCODER_FORMAT)
+    meta = dict(data.get("meta") or {})
+    encoder = _encoder_from_meta(meta, path)
+    _load_weights(encoder, data["state_dict"], path)
+    return encoder.eval(), meta
+
+
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """``(SupervisedModel, meta)`` from a ``model.pt``; on CPU in eval mode."""
+    from neuro_ssl.models.heads import SupervisedModel
+
+    path = Path(path)
+    data = read_checkpoint(path, MODEL_FORMAT)
+    meta = dict(data.get("meta") or {})
+    encoder = _encoder_from_meta(meta, path)
+    head_weight = strip_prefixes(data["state_dict"]).get("head.weight")
+    n_outputs = int(meta.get("n_outputs", head_weight.shape[0] if head_weight is not None else 0))
+    try:
+        model = SupervisedModel(encoder, n_outputs, dropout=float(meta.get("dropout", 0.0)))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: meta does not describe a model ({exc})") from None
+    _load_weights(model, data["state_dict"], path)
+    return model.eval(), meta

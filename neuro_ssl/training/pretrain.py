@@ -1,0 +1,330 @@
+"""Contrastive pretraining: two augmented views -> encoder -> projection head -> NT-Xent / y-Aware / SupCon.
+
+``pretrain(config, manifest_df, out_dir)`` runs the whole job and writes the run folder:
+``encoder.pt`` (+ ``encoder.yaml``), ``checkpoint.pt``, ``config.yaml``, ``metrics.csv`` and
+TensorBoard events. Exactness is by construction: the data order is a function of (seed, epoch)
+and each view of each scan a function of (seed, epoch, index) (see ``loop.SeededItems``), so a
+run stopped at any checkpoint and resumed ends with the same weights, bit for bit on CPU, as a
+run that never stopped. The manifest checks (columns, missing covariates, batch count, shapes)
+live in ``pretrain_data.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from neuro_ssl._utils.files import write_yaml
+from neuro_ssl._utils.seeding import seed_everything
+from neuro_ssl.errors import ConfigError
+from neuro_ssl.models import ContrastiveModel, ProjectionHead, build_encoder, save_encoder, unwrap
+from neuro_ssl.models.encoders import check_input_shape
+from neuro_ssl.training import loop
+from neuro_ssl.training.config import PretrainConfig
+from neuro_ssl.training.pretrain_data import PretrainData, build_probe_data, build_train_data
+
+#: config fields a resumed run may change (they do not alter what is computed)
+RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device", "cache_dir", "checkpoint_every", "probe_every",
+                               "log_every", "skip_bad"})
+
+
+def pretrain(config: PretrainConfig | Mapping[str, Any], manifest_df, out_dir, val_manifest_df=None,
+             resume: bool = False, *, sources: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Pretrain an encoder; returns a summary dict (paths, steps, final loss, probe metrics).
+
+    ``sources`` (e.g. ``{"manifest": path, "val_manifest": path}``) is recorded in config.yaml so
+    the run can be repeated with ``neuro-ssl pretrain --config RUN/config.yaml``.
+    Under torchrun (WORLD_SIZE > 1) each rank calls this; only rank 0 writes files.
+    """
+    if not isinstance(config, PretrainConfig):
+        config = PretrainConfig.from_dict(config)
+    config.validate()
+    info = loop.init_distributed(config.device)
+    try:
+        trainer = Pretrainer(config, Path(out_dir), info, resume)
+        return trainer.fit(manifest_df, val_manifest_df, dict(sources or {}))
+    finally:
+        loop.shutdown_distributed(info)
+
+
+class Pretrainer:
+    """One pretraining run: state (model, optimizer, queue, counters) and the loop over it."""
+
+    def __init__(self, config: PretrainConfig, run_dir: Path, info: loop.DistInfo, resume: bool):
+        self.config, self.run_dir, self.info, self.resume = config, run_dir, info, resume
+        self.device = loop.resolve_device(config.device, info.local_rank)
+        loop.check_amp(config.amp, self.device)
+        self.checkpoint_path = run_dir / "checkpoint.pt"
+        verdict = None
+        if info.is_main and not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+            verdict = f"{run_dir} is not empty: pass --resume to continue the run in it, or choose a new --out"
+        verdict = loop.broadcast_object(info, verdict)  # every rank stops, or none does
+        if verdict:
+            raise ConfigError(verdict)
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.loss_sum, self.loss_count, self.epoch_seconds, self.epoch_volumes = 0.0, 0, 0.0, 0
+
+    # ---- setup --------------------------------------------------------------------------------
+    def _build(self, data: PretrainData) -> None:
+        cfg = self.config
+        seed_everything(cfg.seed)
+        encoder = build_encoder(cfg.arch, cfg.in_channels, cfg.norm, cfg.width)
+        self.model = ContrastiveModel(encoder, ProjectionHead(encoder.out_features, cfg.proj_dims)).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.target = self.queue = None
+        if cfg.queue:
+            from neuro_ssl.losses import MemoryQueue
+
+            self.target = copy.deepcopy(self.model).requires_grad_(False)
+            self.queue = MemoryQueue(cfg.queue, cfg.proj_dims[-1], data.y_dim).to(self.device)
+        self.loss_fn = _build_loss(cfg)
+        self.net = self.model
+        if self.info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        self.sampler = loop.EpochBatchSampler(data.n_items, cfg.batch_size, cfg.seed, self.info.rank,
+                                              self.info.world_size)
+        self.micro_per_epoch = len(self.sampler)
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.accumulate)
+        total = self.steps_per_epoch * cfg.epochs
+        self.optimizer = loop.build_optimizer(self.model, cfg.optimizer, cfg.lr, cfg.weight_decay)
+        self.scheduler = loop.build_scheduler(self.optimizer, total, round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.scaler = loop.make_grad_scaler(cfg.amp, self.device)
+        self.loader = torch.utils.data.DataLoader(
+            data.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=cfg.workers > 0,
+            prefetch_factor=4 if cfg.workers > 0 else None)
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(), "world_size": self.info.world_size,
+            "model": unwrap(self.model).state_dict(),
+            "target": self.target.state_dict() if self.target is not None else None,
+            "queue": self.queue.state_dict() if self.queue is not None else None,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": loop.rng_state(),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
+            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "epoch_seconds": self.epoch_seconds, "epoch_volumes": self.epoch_volumes,
+        }
+
+    def _save(self, data: PretrainData) -> None:
+        if self.info.is_main:
+            loop.save_checkpoint(self.checkpoint_path, self._state())
+            save_encoder(self.run_dir / "encoder.pt", self.model.encoder, self._encoder_meta(data))
+        loop.barrier(self.info)
+
+    def _restore(self) -> int | None:
+        """Load checkpoint.pt when resuming; returns the step it was taken at (None: fresh start)."""
+        if not (self.resume and self.checkpoint_path.exists()):
+            return None
+        state = loop.load_checkpoint(self.checkpoint_path)
+        self._check_compatible(state)
+        self.model.load_state_dict(state["model"])
+        if self.target is not None:
+            self.target.load_state_dict(state["target"])
+            self.queue.load_state_dict(state["queue"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        loop.optimizer_to(self.optimizer, self.device)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.lr_lambdas[0].total_steps = self.steps_per_epoch * self.config.epochs
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        loop.set_rng_state(state["rng"])
+        for key in ("epoch", "step_in_epoch", "global_step", "loss_sum", "loss_count",
+                    "epoch_seconds", "epoch_volumes"):
+            setattr(self, key, state[key])
+        return self.global_step
+
+    def _check_compatible(self, state: dict) -> None:
+        saved, now = state["config"], self.config.to_dict()
+        differ = [k for k in now if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(now[k])]
+        if state.get("world_size", 1) != self.info.world_size:
+            differ.append(f"world size ({state.get('world_size', 1)} -> {self.info.world_size})")
+        if differ:
+            raise ConfigError(
+                f"{self.checkpoint_path} was made with other options ({', '.join(differ[:6])}): resume with "
+                f"the same options (e.g. --config {self.run_dir / 'config.yaml'} --resume) or start a new --out")
+
+    def _encoder_meta(self, data: PretrainData) -> dict[str, Any]:
+        cfg = self.config
+        return {"preprocess": cfg.preprocess_dict(), "subjects": data.subjects, "loss": cfg.loss,
+                "meta_columns": list(cfg.meta), "sigma": cfg.sigma, "temperature": cfg.temperature,
+                "queue": cfg.queue, "views": list(cfg.views), "epochs_done": self.epoch,
+                "global_step": self.global_step, "seed": cfg.seed}
+
+    # ---- training -----------------------------------------------------------------------------
+    def fit(self, manifest_df, val_manifest_df, sources: dict[str, str]) -> dict[str, Any]:
+        cfg = self.config
+        check_input_shape(cfg.arch, cfg.norm, cfg.in_channels, (cfg.in_channels, *cfg.shape))
+        data = build_train_data(manifest_df, cfg, self.info, log=self._say)
+        loop.count_batches_or_fail(data.n_items, cfg.batch_size, self.info.world_size,
+                                   manifest_df.attrs.get("source", "the manifest"))
+        probe = build_probe_data(val_manifest_df, cfg) if val_manifest_df is not None else None
+        self._build(data)
+        resumed_at = self._restore()
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_yaml(self.run_dir / "config.yaml", {**cfg.to_dict(), **{k: str(v) for k, v in sources.items()}})
+        self.logger = loop.MetricsLogger(self.run_dir, enabled=self.info.is_main, resume_step=resumed_at)
+        if resumed_at is not None:
+            self._say(f"resuming at epoch {self.epoch + 1}, step {self.global_step}")
+        last_probe: dict[str, Any] = {}
+        try:
+            while self.epoch < cfg.epochs:
+                row = self._train_epoch(data)
+                if probe is not None and (self.epoch % cfg.probe_every == 0 or self.epoch == cfg.epochs):
+                    last_probe = self._probe(probe)
+                    row.update(last_probe)
+                self.logger.log(row)
+                self._save(data)
+        finally:
+            self.logger.close()
+        return self._summary(data, last_probe)
+
+    def _train_epoch(self, data: PretrainData) -> dict[str, Any]:
+        cfg = self.config
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch * cfg.accumulate)
+        self.net.train()
+        if self.target is not None:
+            self.target.train()
+        bar = loop.progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{cfg.epochs}",
+                                self.info.is_main, initial=self.step_in_epoch)
+        group: list = []
+        tick = time.perf_counter()
+        for micro, batch in enumerate(self.loader, start=self.step_in_epoch * cfg.accumulate):
+            group.append(batch)
+            if len(group) < self._group_size(micro):
+                continue
+            loss = self._optimizer_step(group, data)
+            self.epoch_volumes += sum(b["view1"].shape[0] for b in group) * self.info.world_size
+            group = []
+            self.epoch_seconds += time.perf_counter() - tick
+            tick = time.perf_counter()
+            rate = self.epoch_volumes / max(self.epoch_seconds, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", vol_s=f"{rate:.1f}")
+            if self.global_step % cfg.log_every == 0:
+                self.logger.scalars(self.global_step, {"loss": loss, "lr": self._lr()}, prefix="train/")
+            if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
+                    and self.step_in_epoch < self.steps_per_epoch:
+                self._save(data)
+                tick = time.perf_counter()
+        bar.close()
+        row = {"epoch": self.epoch + 1, "step": self.global_step,
+               "loss": self.loss_sum / max(self.loss_count, 1), "lr": self._lr(),
+               "volumes_per_s": self.epoch_volumes / max(self.epoch_seconds, 1e-9)}
+        self.epoch += 1
+        self.step_in_epoch = self.loss_count = self.epoch_volumes = 0
+        self.loss_sum = self.epoch_seconds = 0.0
+        return row
+
+    def _group_size(self, micro: int) -> int:
+        """Micro-batches in the optimizer step that ``micro`` belongs to (the last one may be short)."""
+        start = (micro // self.config.accumulate) * self.config.accumulate
+        return min(self.config.accumulate, self.micro_per_epoch - start)
+
+    def _optimizer_step(self, group: list, data: PretrainData) -> float:
+        total = 0.0
+        for j, batch in enumerate(group):
+            sync = j == len(group) - 1 or not self.info.distributed
+            with (self.net.no_sync() if not sync and hasattr(self.net, "no_sync") else contextlib.nullcontext()):
+                loss, keys, y = self._loss(batch, data)
+                scaled = loss * self.info.world_size / len(group)  # DDP averages; the loss is already global
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            total += float(loss.detach()) / len(group)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.target is not None:
+            from neuro_ssl.losses import momentum_update
+
+            momentum_update(self.model, self.target, self.config.momentum)
+            self.queue.enqueue(keys, y if data.y_dim else None)
+        self.global_step += 1
+        self.step_in_epoch += 1
+        self.loss_sum += total
+        self.loss_count += 1
+        if not math.isfinite(total):
+            raise ConfigError(f"the loss became {total} at step {self.global_step}: lower --lr or use --amp none")
+        return total
+
+    def _loss(self, batch: dict, data: PretrainData):
+        cfg = self.config
+        memory = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+        views = torch.cat([batch["view1"], batch["view2"]]).to(self.device, non_blocking=True,
+                                                                 memory_format=memory)
+        y = data.batch_y(batch, self.device)
+        with loop.autocast(cfg.amp, self.device):
+            _, z = self.net(views)
+        z1, z2 = z.float().chunk(2)
+        if self.target is None:
+            return self._objective(z1, z2, y, None), None, y
+        with torch.no_grad(), loop.autocast(cfg.amp, self.device):
+            _, k = self.target(views)
+        k1, k2 = k.float().chunk(2)
+        memory_bank = self.queue.get() if len(self.queue) else None
+        loss = 0.5 * (self._objective(z1, k2, y, memory_bank) + self._objective(z2, k1, y, memory_bank))
+        return loss, k1, y
+
+    def _objective(self, z1, z2, y, memory_bank):
+        if self.config.loss == "simclr":
+            return self.loss_fn(z1, z2, queue=memory_bank)
+        return self.loss_fn(z1, z2, y, queue=memory_bank)
+
+    def _probe(self, probe) -> dict[str, Any]:
+        from neuro_ssl.training.probes import run_probes
+
+        metrics: dict[str, Any] = {}
+        if self.info.is_main:
+            metrics = run_probes(self.model.encoder, probe.dataset, probe.manifest, self.config.batch_size,
+                                 self.device, self.config.amp, self.config.seed)
+        loop.barrier(self.info)
+        return metrics
+
+    def _lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _say(self, message: str) -> None:
+        if self.info.is_main:
+            print(f"neuro-ssl pretrain: {message}", file=sys.stderr)
+
+    def _summary(self, data: PretrainData, probe: dict) -> dict[str, Any]:
+        rows = self.logger.rows
+        return {"run_dir": str(self.run_dir), "encoder": str(self.run_dir / "encoder.pt"),
+                "epochs": self.epoch, "steps": self.global_step, "n_scans": data.n_items,
+                "n_subjects": len(data.subjects), "skipped": data.skipped,
+                "final_loss": rows[-1]["loss"] if rows else float("nan"),
+                "volumes_per_s": rows[-1]["volumes_per_s"] if rows else float("nan"), **probe}
+
+
+def _build_loss(cfg: PretrainConfig) -> torch.nn.Module:
+    from neuro_ssl.losses import NTXent, SupCon, YAwareInfoNCE
+
+    if cfg.loss == "simclr":
+        return NTXent(temperature=cfg.temperature)
+    if cfg.loss == "yaware":
+        return YAwareInfoNCE(sigma=cfg.sigma, temperature=cfg.temperature)
+    return SupCon(temperature=cfg.temperature)
+
+
+def _norm(value):
+    return [_norm(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,192 @@
+"""The data side of pretraining: manifest checks, covariates, bad-scan skipping, the two-view dataset.
+
+Everything a user can get wrong in the manifest is refused here, before a network is built, with
+one line naming the file, the rows and the fix: an empty manifest, a ``--meta`` column that does
+not exist, scans with a missing covariate (``--missing-y fail|skip``), unreadable scans
+(reported and skipped only with ``--skip-bad``), SupCon labels with a single class.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neuro_ssl.errors import ImageError, ManifestError, row_context
+from neuro_ssl.training.config import PretrainConfig
+from neuro_ssl.training.loop import DistInfo, SeededItems, broadcast_object
+
+#: item keys holding the covariates / integer labels (prefixed so they never clash with user columns)
+Y_PREFIX = "_ssl_y"
+MAX_ROWS_SHOWN = 5
+
+
+@dataclass
+class PretrainData:
+    """The training dataset (items keyed by ``(epoch, index)``) and what the loop needs to know."""
+
+    dataset: Any
+    n_items: int
+    y_columns: list[str]
+    subjects: list[str]
+    classes: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def y_dim(self) -> int:
+        return len(self.y_columns)
+
+    def batch_y(self, batch: dict, device: torch.device) -> torch.Tensor | None:
+        """(B, k) float64 covariates of a collated batch, or None when the loss uses none."""
+        if not self.y_columns:
+            return None
+        return torch.stack([torch.as_tensor(batch[c], dtype=torch.float64) for c in self.y_columns], 1).to(device)
+
+
+@dataclass
+class ProbeData:
+    dataset: Any          # ManifestDataset (no augmentation)
+    manifest: pd.DataFrame  # one row per item, aligned with ``dataset``
+
+
+def cache_dir_of(cfg: PretrainConfig) -> Path | None:
+    """``None`` in the config means the default cache folder; ``"none"`` means no disk cache."""
+    if cfg.cache_dir is None:
+        from neuro_ssl.data.cache import default_cache_dir
+
+        return default_cache_dir()
+    return None if str(cfg.cache_dir).lower() == "none" else Path(cfg.cache_dir)
+
+
+def preprocess_config(cfg: PretrainConfig):
+    from neuro_ssl.data.transforms import PreprocessConfig
+
+    return PreprocessConfig.from_dict(cfg.preprocess_dict())
+
+
+def _manifest_dataset(df: pd.DataFrame, cfg: PretrainConfig, columns=()):
+    from neuro_ssl.data.datasets import ManifestDataset
+
+    return ManifestDataset(df, preprocess_config(cfg), cache_dir_of(cfg), columns=tuple(columns))
+
+
+def _rows_text(rows) -> str:
+    rows = list(rows)
+    shown = ", ".join(str(r) for r in rows[:MAX_ROWS_SHOWN])
+    return shown + (f", ... ({len(rows) - MAX_ROWS_SHOWN} more)" if len(rows) > MAX_ROWS_SHOWN else "")
+
+
+def check_not_empty(df: pd.DataFrame, source: str) -> None:
+    if df is None or len(df) == 0:
+        raise ManifestError(f"{source}: the manifest has no rows")
+
+
+def covariates(frame: pd.DataFrame, cfg: PretrainConfig, source: str) -> tuple[pd.DataFrame, list[str]]:
+    """The loss's y per item row: float columns (yaware) or integer class codes (supcon)."""
+    missing = [c for c in cfg.meta if c not in frame.columns]
+    if missing:
+        shown = ", ".join(map(str, frame.columns[:15]))
+        raise ManifestError(f"{source}: no column '{missing[0]}' for --meta (columns: {shown})")
+    if cfg.loss == "yaware":
+        values = {}
+        for column in cfg.meta:
+            raw = frame[column]
+            numbers = pd.to_numeric(raw, errors="coerce")
+            text = raw.notna() & numbers.isna()
+            if text.any():
+                idx = raw.index[text.to_numpy().argmax()]
+                raise ManifestError(f"{row_context(source, idx)}: --meta {column} value {raw.loc[idx]!r} is not a number")
+            values[column] = numbers.astype(float)
+        return pd.DataFrame(values, index=frame.index), []
+    label = frame[cfg.meta[0]].where(frame[cfg.meta[0]].notna(), None)
+    text = label.map(lambda v: None if v is None or str(v).strip() == "" else str(v).strip())
+    classes = sorted({v for v in text if v is not None})
+    codes = text.map(lambda v: float(classes.index(v)) if v is not None else np.nan)
+    return pd.DataFrame({cfg.meta[0]: codes.astype(float)}, index=frame.index), classes
+
+
+def drop_missing_y(ys: pd.DataFrame, cfg: PretrainConfig, source: str, log: Callable[[str], None]) -> list:
+    """Manifest rows to drop for a missing covariate (``--missing-y skip``); fail lists them otherwise."""
+    bad = ys.index[ys.isna().any(axis=1).to_numpy()].tolist()
+    if not bad:
+        return []
+    what = ",".join(cfg.meta)
+    if cfg.missing_y == "fail":
+        raise ManifestError(f"{source}: {len(bad)} scan(s) without a value of {what} (rows {_rows_text(bad)}); "
+                            f"fill them in, or pass --missing-y skip to leave them out")
+    log(f"skipping {len(bad)} scan(s) without {what} (rows {_rows_text(bad)})")
+    return bad
+
+
+def find_unreadable(dataset, source: str, log: Callable[[str], None]) -> list:
+    """Preprocess every item once (this also fills the cache); manifest rows of those that fail."""
+    bad, messages = [], []
+    for i in range(len(dataset)):
+        try:
+            dataset[i]
+        except ImageError as exc:
+            bad.extend(dataset.rows[i])
+            messages.append(" ".join(str(exc).split()))
+    if bad:
+        log(f"skipping {len(messages)} unreadable scan(s) (--skip-bad): " + "; ".join(messages[:MAX_ROWS_SHOWN])
+            + (f"; ... ({len(messages) - MAX_ROWS_SHOWN} more)" if len(messages) > MAX_ROWS_SHOWN else ""))
+    return bad
+
+
+def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | None = None,
+                     log: Callable[[str], None] | None = None) -> PretrainData:
+    """Checked manifest -> seeded two-view dataset; see the module docstring for what is refused."""
+    info = info or DistInfo()
+    log = log or (lambda message: print(f"neuro-ssl pretrain: {message}", file=sys.stderr))
+    source = df.attrs.get("source", "manifest") if df is not None else "manifest"
+    check_not_empty(df, source)
+    df = df.copy()
+    df.attrs["source"] = source
+    skipped = {}
+    base = _manifest_dataset(df, cfg)
+    if base.other_modality:
+        log(f"using {len(base)} {'+'.join(cfg.input_modalities)} item(s); {base.other_modality} row(s) of other modalities ignored")
+    ys, classes = (covariates(base.frame, cfg, source) if cfg.meta else (pd.DataFrame(index=base.frame.index), []))
+    no_y = drop_missing_y(ys, cfg, source, log) if cfg.meta else []
+    if no_y:
+        skipped["missing_y"] = len(no_y)
+    if cfg.loss == "supcon" and len(classes) < 2:
+        raise ManifestError(f"{source}: --loss supcon needs at least 2 classes in '{cfg.meta[0]}', found "
+                            f"{classes or 'none'}")
+    y_columns = [f"{Y_PREFIX}{k}" for k in range(ys.shape[1])]
+    for k, column in enumerate(y_columns):
+        df[column] = np.nan
+        df.loc[ys.index, column] = ys.iloc[:, k].to_numpy()
+    df = df.drop(index=no_y)
+    check_not_empty(df, source)
+    if cfg.skip_bad:
+        bad = find_unreadable(_manifest_dataset(df, cfg), source, log) if info.is_main else None
+        bad = broadcast_object(info, bad)
+        if bad:
+            skipped["unreadable"] = len(bad)
+            df = df.drop(index=bad)
+            check_not_empty(df, source)
+    base = _manifest_dataset(df, cfg, y_columns)
+    views = _two_view_dataset(base, cfg)
+    subjects = sorted({str(s) for s in base.frame["subject_id"]}) if "subject_id" in base.frame else []
+    return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped)
+
+
+def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:
+    """The held-out manifest for the online probes (deterministic preprocessing only)."""
+    source = df.attrs.get("source", "validation manifest")
+    check_not_empty(df, source)
+    base = _manifest_dataset(df, cfg)
+    return ProbeData(base, base.frame)
+
+
+def _two_view_dataset(base, cfg: PretrainConfig):
+    from neuro_ssl.data.views import AugmentConfig, TwoViewDataset
+
+    augment = AugmentConfig.from_dict(dict(cfg.augment))
+    return TwoViewDataset(base, augment, seed=cfg.seed, cross_modal=tuple(cfg.views) if cfg.views else None)

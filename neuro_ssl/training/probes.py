@@ -1,0 +1,109 @@
+"""Online probes: how much age and diagnosis a frozen encoder's embeddings hold.
+
+Every ``probe_every`` epochs pretraining embeds a held-out manifest (deterministic preprocessing,
+no augmentation) and fits, with cross-validation on that probe set grouped by subject (one
+person's scans never sit on both sides of a fold):
+
+- ridge regression of age -> ``probe_age_mae`` (years, mean absolute error of out-of-fold predictions);
+- logistic regression of diagnosis -> ``probe_dx_auc`` (binary AUC, or macro one-vs-rest AUC),
+  when at least two classes with enough scans exist.
+
+Features are standardized inside each fold; ridge's penalty is chosen by an inner efficient
+leave-one-out search over a log grid, so a probe measures the embedding, not a tuned threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+RIDGE_ALPHAS = np.logspace(-2, 5, 15)
+
+
+@torch.no_grad()
+def embed_dataset(encoder: torch.nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu",
+                  amp: str = "none") -> np.ndarray:
+    """Encoder features (N, F) of every item ``{"image": (C, X, Y, Z)}`` of ``dataset``, in order."""
+    from neuro_ssl.training.loop import autocast
+
+    device = torch.device(device)
+    was_training = encoder.training
+    encoder.eval()
+    chunks = []
+    try:
+        for start in range(0, len(dataset), batch_size):
+            images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
+            with autocast(amp, device):
+                chunks.append(encoder(images.to(device)).float().cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros((0, 0))
+
+
+def _folds(groups: np.ndarray, n_splits: int) -> int:
+    return int(min(n_splits, len(np.unique(groups))))
+
+
+def ridge_age_mae(features: np.ndarray, age: np.ndarray, groups: np.ndarray, n_splits: int = 5) -> float:
+    """Out-of-fold MAE (in age units) of standardized ridge regression, folds grouped by subject."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    keep = np.isfinite(age)
+    x, y, g = features[keep], age[keep], np.asarray(groups)[keep]
+    k = _folds(g, n_splits)
+    if k < 2 or len(y) < 4:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS))
+    predicted = cross_val_predict(model, x, y, groups=g, cv=GroupKFold(n_splits=k))
+    return float(np.mean(np.abs(predicted - y)))
+
+
+def diagnosis_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_splits: int = 5,
+                  seed: int = 0) -> float:
+    """Out-of-fold AUC of standardized logistic regression; NaN unless >= 2 classes of >= 2 scans."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labels = np.asarray(labels, dtype=object)
+    keep = np.array([isinstance(v, str) and v != "" for v in labels])
+    x, y, g = features[keep], labels[keep], np.asarray(groups)[keep]
+    classes, counts = np.unique(y.astype(str), return_counts=True) if len(y) else (np.array([]), np.array([]))
+    if len(classes) < 2 or counts.min() < 2:
+        return float("nan")
+    k = min(_folds(g, n_splits), int(counts.min()))
+    if k < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    proba = cross_val_predict(model, x, y.astype(str), groups=g, cv=cv, method="predict_proba")
+    if len(classes) == 2:
+        return float(roc_auc_score(y.astype(str) == classes[1], proba[:, 1]))
+    return float(roc_auc_score(y.astype(str), proba, multi_class="ovr", average="macro", labels=classes))
+
+
+def probe_embeddings(features: np.ndarray, manifest, seed: int = 0) -> dict[str, Any]:
+    """Both probes on precomputed features, one row of ``manifest`` (age, diagnosis, subject_id) each."""
+    age = manifest["age"].to_numpy(dtype=float) if "age" in manifest else np.full(len(manifest), np.nan)
+    groups = manifest["subject_id"].astype(str).to_numpy() if "subject_id" in manifest else np.arange(len(manifest))
+    diagnosis = (manifest["diagnosis"].where(manifest["diagnosis"].notna(), None).to_numpy(dtype=object)
+                 if "diagnosis" in manifest else np.full(len(manifest), None, dtype=object))
+    return {
+        "probe_age_mae": ridge_age_mae(features, age, groups),
+        "probe_dx_auc": diagnosis_auc(features, diagnosis, groups, seed=seed),
+        "probe_n": int(len(features)),
+    }
+
+
+def run_probes(encoder: torch.nn.Module, dataset, manifest, batch_size: int = 8, device="cpu",
+               amp: str = "none", seed: int = 0) -> dict[str, Any]:
+    """Embed ``dataset`` (rows aligned with ``manifest``) with the frozen encoder and run both probes."""
+    features = embed_dataset(encoder, dataset, batch_size=batch_size, device=device, amp=amp)
+    return probe_embeddings(features, manifest, seed=seed)
