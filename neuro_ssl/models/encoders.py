@@ -54,10 +54,12 @@ def swap_batchnorm(module: nn.Module, norm: str) -> nn.Module:
     return module
 
 
-def _deepest_side(side: int, stages: int = 5) -> int:
-    """Side of the deepest feature map: each stride-2 stage (kernel 3 or 7, 'same' padding) maps s -> ceil(s/2)."""
-    for _ in range(stages):
-        side = -(-side // 2)
+def _deepest_side(side: int, arch: str) -> int:
+    """Side of the deepest feature map. Strided convs and max-pools ('same' padding) map s -> ceil(s/2);
+    DenseNet's three transition average-pools (kernel 2, no padding) map s -> floor(s/2)."""
+    halvings = ["ceil"] * 5 if arch.startswith("resnet") else ["ceil"] * 2 + ["floor"] * 3
+    for kind in halvings:
+        side = -(-side // 2) if kind == "ceil" else side // 2
     return side
 
 
@@ -73,7 +75,7 @@ def check_input_shape(arch: str, norm: str, in_channels: int, shape: Sequence[in
             f"shape {'x'.join(map(str, spatial))} is too small for {arch}: every side must be "
             f">= {min_side} voxels (use a larger --shape or a finer --spacing)"
         )
-    if norm == "instance" and math.prod(_deepest_side(s) for s in spatial) < 2:
+    if norm == "instance" and math.prod(_deepest_side(s, arch) for s in spatial) < 2:
         raise ConfigError(
             f"shape {'x'.join(map(str, spatial))} leaves one voxel in the deepest feature map, where "
             f"instance norm is undefined: make one side > 32 voxels or use --norm group"

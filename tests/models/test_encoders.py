@@ -79,6 +79,10 @@ def test_instance_norm_needs_more_than_one_deep_voxel():
         encoder.check_input_shape((1, 32, 32, 32))  # 32 -> 16 -> 8 -> 4 -> 2 -> 1
     encoder.check_input_shape((1, 33, 32, 32))
     assert encoder(torch.randn(2, 1, 33, 32, 32)).shape == (2, 128)
+    dense = build_encoder("densenet121", norm="instance", width=0.25)
+    with pytest.raises(ConfigError, match="instance norm"):
+        dense.check_input_shape((35, 32, 32))  # transitions floor: 35 -> 18 -> 9 -> 4 -> 2 -> 1
+    assert dense(torch.randn(2, 1, 64, 32, 32)).shape[0] == 2
 
 
 def test_wrong_channel_count_is_refused():
