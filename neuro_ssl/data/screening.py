@@ -7,8 +7,9 @@ first problem stops the command with one line naming file, row and problem; with
 are dropped and listed, and the command writes them to ``skipped.csv`` in its output folder
 so every input row is accounted for.
 
-Only problems in the columns a command uses count: a y-Aware run on age does not stop for a
-diagnosis it never reads (``validate`` still reports it).
+A problem in any canonical column stops every command (a corrupt value usually means a broken
+export), except the diagnosis: a study's own labels (FTD, PD, ...) stop only the commands that
+read the diagnosis (``used_columns``); ``validate`` reports them all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pandas as pd
 from neuro_ssl.errors import ImageError, ManifestError
 
 #: problems in these columns make a row unusable for every command
-_ALWAYS = frozenset({"subject_id", "session_id", "image", "modality"})
+_ALWAYS = frozenset({"subject_id", "session_id", "image", "modality", "age", "sex", "site"})
 SKIPPED_COLUMNS = ("row", "subject_id", "session_id", "image", "reason")
 
 

@@ -234,6 +234,8 @@ def check_volume_tensor(img, name: str) -> None:
     """Raise ImageError unless ``img`` (C, X, Y, Z) is one finite, non-constant 3D volume."""
     import torch
 
+    if img.numel() == 0:
+        raise ImageError(f"{name}: header has a zero dimension (the image holds no voxels)")
     if img.ndim != 4 or min(img.shape[1:]) < 2:
         spatial = tuple(img.shape[1:])
         raise ImageError(f"{name}: not a 3D volume (spatial shape {spatial})")

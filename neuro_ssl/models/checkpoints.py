@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -82,8 +83,8 @@ def read_checkpoint(path: str | os.PathLike, expected_format: str | tuple[str, .
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused: not a plain-weights file ({first})") from None
+        raise CheckpointError(f"{path}: refused: {_refusal_reason(str(exc))}; only plain weights files are "
+                              "loaded (nothing in them is ever executed)") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__})") from None
     fmt = data.get("format") if isinstance(data, dict) else None
@@ -91,6 +92,17 @@ def read_checkpoint(path: str | os.PathLike, expected_format: str | tuple[str, .
         found = f"format '{fmt}'" if fmt else "not a neuro-ssl checkpoint"
         raise CheckpointError(f"{path}: expected {' or '.join(expected)}, found {found}")
     return data
+
+
+def _refusal_reason(torch_message: str) -> str:
+    """What the file would have made Python import or call, from torch's weights-only refusal."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", torch_message)  # torch colours its message for terminals
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text) or re.search(r"Unsupported operand (\d+)", text)
+    if found and found.group(0).startswith("Unsupported global"):
+        return f"unpickling it would import and call {found.group(1)}"
+    if found:
+        return f"it holds a pickle instruction that weights-only loading forbids (opcode {found.group(1)})"
+    return "it holds Python objects beyond tensors and plain containers"
 
 
 def _load_weights(module: nn.Module, state_dict: Mapping, path: Path) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import torch
 
 from neuro_ssl._utils.files import write_yaml
+from neuro_ssl.data.screening import write_skipped
 from neuro_ssl._utils.seeding import seed_everything
 from neuro_ssl.errors import ConfigError
 from neuro_ssl.models import ContrastiveModel, ProjectionHead, build_encoder, save_encoder, unwrap
@@ -180,6 +181,7 @@ class Pretrainer:
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_yaml(self.run_dir / "config.yaml", {**cfg.to_dict(), **{k: str(v) for k, v in sources.items()}})
+            write_skipped(self.run_dir, data.skipped_rows)
         self.logger = loop.MetricsLogger(self.run_dir, enabled=self.info.is_main, resume_step=resumed_at)
         if resumed_at is not None:
             self._say(f"resuming at epoch {self.epoch + 1}, step {self.global_step}")

@@ -2,8 +2,9 @@
 
 Everything a user can get wrong in the manifest is refused here, before a network is built, with
 one line naming the file, the rows and the fix: an empty manifest, a ``--meta`` column that does
-not exist, scans with a missing covariate (``--missing-y fail|skip``), unreadable scans
-(reported and skipped only with ``--skip-bad``), SupCon labels with a single class.
+not exist, scans with a missing covariate (``--missing-y fail|skip``), bad rows and unusable scans
+(data.screening: the first stops the run; reported in RUN/skipped.csv and skipped only with
+``--skip-bad``), SupCon labels with a single class.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neuro_ssl.data.screening import screen_rows
 from neuro_ssl.errors import ImageError, ManifestError, row_context
 from neuro_ssl.training.config import PretrainConfig
 from neuro_ssl.training.loop import DistInfo, SeededItems, broadcast_object
@@ -36,6 +38,7 @@ class PretrainData:
     subjects: list[str]
     classes: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_rows: list = field(default_factory=list)  # data.screening.SkippedRow, for RUN/skipped.csv
 
     @property
     def y_dim(self) -> int:
@@ -123,19 +126,26 @@ def drop_missing_y(ys: pd.DataFrame, cfg: PretrainConfig, source: str, log: Call
     return bad
 
 
-def find_unreadable(dataset, source: str, log: Callable[[str], None]) -> list:
-    """Preprocess every item once (this also fills the cache); manifest rows of those that fail."""
-    bad, messages = [], []
-    for i in range(len(dataset)):
+def screen_scans(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo) -> tuple[list, list]:
+    """Preprocess every scan once before training (this also fills the cache) on rank 0.
+
+    Without ``--skip-bad`` the first unusable scan stops every rank with its one-line message
+    (not hours later, mid-epoch); with it, the rows are dropped and listed.
+    """
+    from neuro_ssl.data.screening import screen_items
+
+    outcome = None
+    if info.is_main:
+        dataset = _manifest_dataset(df, cfg)
         try:
-            dataset[i]
-        except ImageError as exc:
-            bad.extend(dataset.rows[i])
-            messages.append(" ".join(str(exc).split()))
-    if bad:
-        log(f"skipping {len(messages)} unreadable scan(s) (--skip-bad): " + "; ".join(messages[:MAX_ROWS_SHOWN])
-            + (f"; ... ({len(messages) - MAX_ROWS_SHOWN} more)" if len(messages) > MAX_ROWS_SHOWN else ""))
-    return bad
+            outcome = ("ok",) + screen_items(len(dataset), dataset.preprocessed,
+                                             lambda i: list(dataset.rows[i]), df, skip_bad=cfg.skip_bad)
+        except (ImageError, ManifestError) as exc:
+            outcome = ("error", type(exc).__name__, str(exc))
+    outcome = broadcast_object(info, outcome)
+    if outcome[0] == "error":
+        raise (ImageError if outcome[1] == "ImageError" else ManifestError)(outcome[2])
+    return outcome[1], outcome[2]
 
 
 def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | None = None,
@@ -147,7 +157,8 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     check_not_empty(df, source)
     df = df.copy()
     df.attrs["source"] = source
-    skipped = {}
+    df, skipped_rows = screen_rows(df, used_columns=cfg.meta, skip_bad=cfg.skip_bad)
+    skipped = {"bad_rows": len(skipped_rows)} if skipped_rows else {}
     base = _manifest_dataset(df, cfg)
     if base.other_modality:
         log(f"using {len(base)} {'+'.join(cfg.input_modalities)} item(s); {base.other_modality} row(s) of other modalities ignored")
@@ -164,17 +175,18 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
         df.loc[ys.index, column] = ys.iloc[:, k].to_numpy()
     df = df.drop(index=no_y)
     check_not_empty(df, source)
-    if cfg.skip_bad:
-        bad = find_unreadable(_manifest_dataset(df, cfg), source, log) if info.is_main else None
-        bad = broadcast_object(info, bad)
-        if bad:
-            skipped["unreadable"] = len(bad)
-            df = df.drop(index=bad)
-            check_not_empty(df, source)
+    bad, bad_scans = screen_scans(df, cfg, info)
+    if bad:
+        skipped["unreadable"] = len(bad_scans)
+        skipped_rows += bad_scans
+        df = df.drop(index=bad)
+        check_not_empty(df, source)
+    if skipped_rows:
+        log(f"skipping {len(skipped_rows)} bad row(s) (--skip-bad); first: {skipped_rows[0].reason}")
     base = _manifest_dataset(df, cfg, y_columns)
     views = _two_view_dataset(base, cfg)
     subjects = sorted({str(s) for s in base.frame["subject_id"]}) if "subject_id" in base.frame else []
-    return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped)
+    return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped, skipped_rows)
 
 
 def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:

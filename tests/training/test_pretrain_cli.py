@@ -86,7 +86,9 @@ def test_unreadable_scan_stops_the_run_or_is_skipped(t1w_csv, tmp_path, capsys):
     assert code == 1 and "t1w.csv row 4" in _error_line(text) and "broken.nii.gz" in text
     code, text = _run(capsys, "--manifest", t1w_csv, "--out", tmp_path / "b", "--loss", "simclr", "--skip-bad", *FAST)
     assert code == 0, text
-    assert "skipping 1 unreadable scan(s) (--skip-bad): " in text and "row 4" in text
+    assert "skipping 1 bad row(s) (--skip-bad); first: " in text and "row 4" in text
+    skipped = pd.read_csv(tmp_path / "b" / "skipped.csv", dtype=str)
+    assert list(skipped["row"]) == ["4"] and skipped.loc[0, "image"] == str(broken)
     assert "on 21 scan(s)" in text
 
 
