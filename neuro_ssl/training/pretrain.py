@@ -242,6 +242,7 @@ class Pretrainer:
 
     def _optimizer_step(self, group: list, data: PretrainData) -> float:
         total = 0.0
+        group_keys = []  # every micro-batch's keys join the queue, not only the last one's
         for j, batch in enumerate(group):
             sync = j == len(group) - 1 or not self.info.distributed
             with (self.net.no_sync() if not sync and hasattr(self.net, "no_sync") else contextlib.nullcontext()):
@@ -249,6 +250,7 @@ class Pretrainer:
                 scaled = loss * self.info.world_size / len(group)  # DDP averages; the loss is already global
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += float(loss.detach()) / len(group)
+            group_keys.append((keys, y))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -260,7 +262,8 @@ class Pretrainer:
             from neuro_ssl.losses import momentum_update
 
             momentum_update(self.model, self.target, self.config.momentum)
-            self.queue.enqueue(keys, y if data.y_dim else None)
+            for keys, y in group_keys:
+                self.queue.enqueue(keys, y if data.y_dim else None)
         self.global_step += 1
         self.step_in_epoch += 1
         self.loss_sum += total

@@ -107,7 +107,7 @@ def test_embeddings_and_clusters(demo_run):
     out, _ = demo_run
     embeddings = pd.read_csv(out / "embeddings" / "embeddings.csv", dtype={"subject_id": str})
     assert list(embeddings.columns[:3]) == ["subject_id", "session_id", "f0"]
-    test = pd.read_csv(out / "cohort" / "test.csv", dtype=str)
+    test = pd.read_csv(out / "splits" / "test.csv", dtype=str)
     assert len(embeddings) == len(test)
     scores = json.loads((out / "clusters" / "cluster_metrics.json").read_text())
     assert math.isfinite(scores["ari"]) and 0.0 <= scores["nmi"] <= 1.0
@@ -123,7 +123,7 @@ def test_every_saliency_volume_has_its_scans_grid(demo_run):
     summary = pd.read_csv(folder / "summary.csv", dtype={"subject_id": str})
     assert list(summary.columns[: len(SUMMARY_COLUMNS)]) == list(SUMMARY_COLUMNS)
     assert "region_truth_region" in summary.columns
-    test = pd.read_csv(out / "cohort" / "test.csv", dtype=str)
+    test = pd.read_csv(out / "splits" / "test.csv", dtype=str)
     assert len(summary) == len(test)
     for row in summary.itertuples():
         scan = nib.load(_resolve(folder, row.image))
@@ -162,7 +162,7 @@ def test_report_links_resolve_and_show_the_key_figures(demo_run):
     assert all(not os.path.isabs(unquote(t)) for t in local)  # relative: the folder can move
     linked = {os.path.normpath(unquote(t)) for t in local}
     for artefact in ("saliency/index.html", "evaluate_linear/metrics.json", "evaluate_full/metrics.json",
-                     "pretrain/encoder.pt", "cohort/test.csv", "validation.json", "clusters/cluster_metrics.json",
+                     "pretrain/encoder.pt", "splits/test.csv", "validation.json", "clusters/cluster_metrics.json",
                      "embeddings/embeddings.csv"):
         assert artefact in linked, artefact
     assert sum(t.startswith("data:image/png;base64,") for t in parser.targets) >= 3

@@ -141,3 +141,15 @@ def test_supcon_on_diagnosis_and_cross_modal_views(manifest, cache_dir, tmp_path
     assert meta["in_channels"] == 1 and meta["preprocess"]["modalities"] == ["T1w", "FDG"]
     assert cross["n_scans"] == len(manifest.groupby(["subject_id", "session_id"]).filter(
         lambda g: set(g["modality"]) >= {"T1w", "FDG"}).groupby(["subject_id", "session_id"]))
+
+
+def test_accumulated_micro_batches_all_reach_the_queue(manifest, cache_dir, tmp_path):
+    """With --accumulate 2 each optimizer step enqueues the keys of all its micro-batches, so after
+    an epoch the queue holds every micro-batch's keys (only the last one's went in before)."""
+    config = _config(cache_dir, loss="yaware", meta=("age",), queue=64, momentum=0.9, accumulate=2)
+    pretrain(config, manifest, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    n_scans = int((manifest["modality"] == "T1w").sum())
+    micro_batches = n_scans // 4  # groups of 2 (the last may be 1): fewer optimizer steps than micro-batches
+    assert state["global_step"] < micro_batches
+    assert int(state["queue"]["n_filled"]) == min(64, micro_batches * 4)
