@@ -59,7 +59,7 @@ def test_cohort_validation_and_splits(demo_run):
     assert (cohort / "truth" / "diagnosis_region.nii.gz").is_file()
     validation = json.loads((out / "validation.json").read_text())
     assert validation["ok"] is True and validation["n_errors"] == 0 and validation["n_rows"] == len(manifest)
-    parts = {name: pd.read_csv(cohort / f"{name}.csv", dtype=str) for name in ("train", "val", "test")}
+    parts = {name: pd.read_csv(out / "splits" / f"{name}.csv", dtype=str) for name in ("train", "val", "test")}
     subjects = [set(p["subject_id"]) for p in parts.values()]
     assert not (subjects[0] & subjects[1] or subjects[0] & subjects[2] or subjects[1] & subjects[2])
     assert sum(len(p) for p in parts.values()) == len(manifest)
