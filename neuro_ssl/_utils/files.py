@@ -48,19 +48,6 @@ def _umask() -> int:
     return mask
 
 
-def remove_stray_temporaries(folder: str | os.PathLike) -> int:
-    """Delete ``.tmp-*`` files a killed writer left in ``folder``; returns how many.
-
-    Safe only where this process is the folder's one writer (a run being resumed).
-    """
-    removed = 0
-    for stray in Path(folder).glob(".tmp-*"):
-        if stray.is_file():
-            stray.unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

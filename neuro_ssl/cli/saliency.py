@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from neuro_ssl.data.manifest import read_manifest
-    from neuro_ssl.interpret.cohort import SaliencyOptions, explain_cohort, resolve_cache_dir
+    from neuro_ssl.data.cache import resolve_cache_dir
+    from neuro_ssl.interpret.cohort import SaliencyOptions, explain_cohort
     from neuro_ssl.models import load_model
     from neuro_ssl.training.loop import resolve_device
 

@@ -52,6 +52,13 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "neuro-ssl"
 
 
+def resolve_cache_dir(value) -> Path | None:
+    """``--cache-dir``: None -> :func:`default_cache_dir`; ``none`` -> no disk cache; else that folder."""
+    if value is None:
+        return default_cache_dir()
+    return None if str(value).lower() == "none" else Path(value)
+
+
 def file_identity(path: str | os.PathLike, content_hash: bool = False) -> dict:
     """What makes a source file "the same file": resolved path, size, mtime_ns (+ head/tail hash)."""
     resolved = Path(path).expanduser().resolve()

@@ -17,7 +17,7 @@ the grid of the first (``ResampleToMatchd``) so channels line up voxel for voxel
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import hashlib
 import json
 import math
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from neuro_ssl._utils.options import reject_unknown_keys
 from neuro_ssl.errors import ConfigError, ImageError, NeuroSSLError
 
 #: bump when the chain changes in a way that changes its output: old cache entries stop matching.
@@ -85,12 +86,7 @@ class PreprocessConfig:
         """Inverse of ``to_dict``; a single number for spacing or shape means all three axes."""
         if not isinstance(d, dict):
             raise ConfigError(f"preprocessing config must be a mapping, got {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown preprocessing option '{key}'{hint}")
+        reject_unknown_keys(d, (f.name for f in dataclasses.fields(cls)), "preprocessing")
         return cls(**d)
 
     def key(self) -> str:
@@ -125,7 +121,8 @@ def _triple(value, kind, name) -> tuple:
     return tuple(kind(n) for n in numbers) * (3 // len(numbers))
 
 
-def _monai_version() -> str:
+@functools.lru_cache(maxsize=None)
+def _monai_version() -> str:  # part of every cache key: read the package metadata once, not per lookup
     try:
         return metadata.version("monai")
     except metadata.PackageNotFoundError:  # pragma: no cover - monai is a hard dependency

@@ -16,7 +16,6 @@ augmentation). Crop, resize, flip and affine are fused into one resample (``lazy
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -24,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from neuro_ssl._utils.options import reject_unknown_keys
 from neuro_ssl.errors import ConfigError
 
 _PROBABILITIES = ("flip_lr", "affine", "noise", "blur", "bias_field", "contrast", "cutout")
@@ -88,12 +88,7 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown augmentation option '{key}'{hint}")
+        reject_unknown_keys(d, (f.name for f in dataclasses.fields(cls)), "augmentation")
         return cls(**d)
 
 

@@ -8,7 +8,6 @@ row the item was built from), so every output row can be traced back to its subj
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,6 +28,7 @@ def make_dataset(manifest: pd.DataFrame, preprocess: PreprocessConfig | dict, ca
     ``skip_bad`` the first unusable scan stops the command with its file and row; with it, those
     rows are left out and kept in ``dataset.skipped`` (:class:`~neuro_ssl.data.screening.SkippedRow`).
     """
+    from neuro_ssl.data.cache import resolve_cache_dir
     from neuro_ssl.data.datasets import ManifestDataset
     from neuro_ssl.data.screening import screen_items
 
@@ -44,14 +44,6 @@ def make_dataset(manifest: pd.DataFrame, preprocess: PreprocessConfig | dict, ca
         dataset = ManifestDataset(kept, preprocess, cache_dir=cache_dir, columns=tuple(columns))
     dataset.skipped = bad_items
     return dataset
-
-
-def resolve_cache_dir(value) -> Path | None:
-    if value is None:
-        from neuro_ssl.data.cache import default_cache_dir
-
-        return default_cache_dir()
-    return None if str(value).lower() == "none" else Path(value)
 
 
 def item_rows(dataset) -> list:

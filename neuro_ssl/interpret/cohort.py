@@ -195,15 +195,6 @@ def _explain_scan(model, meta, cache, scan: _Scan, out_dir: Path, options: Salie
     return row, result.layer
 
 
-def resolve_cache_dir(value) -> Path | None:
-    """``--cache-dir``: None -> the default cache folder; ``none`` -> no disk cache; else that folder."""
-    if value is None:
-        from neuro_ssl.data.cache import default_cache_dir
-
-        return default_cache_dir()
-    return None if str(value).lower() == "none" else Path(value)
-
-
 def select_scans(manifest: pd.DataFrame, modalities: tuple[str, ...], options: SaliencyOptions) -> list[_Scan]:
     """The scans to explain: rows of the model's modality (one group per session if several)."""
     source = _source(manifest)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from neuro_ssl.data.cache import resolve_cache_dir
 from neuro_ssl.data.screening import screen_rows
 from neuro_ssl.errors import ImageError, ManifestError, row_context
 from neuro_ssl.training.config import PretrainConfig
@@ -57,15 +57,6 @@ class ProbeData:
     manifest: pd.DataFrame  # one row per item, aligned with ``dataset``
 
 
-def cache_dir_of(cfg: PretrainConfig) -> Path | None:
-    """``None`` in the config means the default cache folder; ``"none"`` means no disk cache."""
-    if cfg.cache_dir is None:
-        from neuro_ssl.data.cache import default_cache_dir
-
-        return default_cache_dir()
-    return None if str(cfg.cache_dir).lower() == "none" else Path(cfg.cache_dir)
-
-
 def preprocess_config(cfg: PretrainConfig):
     from neuro_ssl.data.transforms import PreprocessConfig
 
@@ -75,7 +66,7 @@ def preprocess_config(cfg: PretrainConfig):
 def _manifest_dataset(df: pd.DataFrame, cfg: PretrainConfig, columns=()):
     from neuro_ssl.data.datasets import ManifestDataset
 
-    return ManifestDataset(df, preprocess_config(cfg), cache_dir_of(cfg), columns=tuple(columns))
+    return ManifestDataset(df, preprocess_config(cfg), resolve_cache_dir(cfg.cache_dir), columns=tuple(columns))
 
 
 def _rows_text(rows) -> str:

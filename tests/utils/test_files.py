@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from neuro_ssl._utils.files import atomic_path, remove_stray_temporaries, write_text
+from neuro_ssl._utils.files import atomic_path, write_text
 
 
 def test_written_files_follow_the_umask(tmp_path):
@@ -26,13 +26,6 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
-
-
-def test_stray_temporaries_are_removed(tmp_path):
-    (tmp_path / ".tmp-checkpoint-abc.pt").write_bytes(b"torn")
-    (tmp_path / "checkpoint.pt").write_bytes(b"whole")
-    assert remove_stray_temporaries(tmp_path) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_worker_errors_lose_torch_traceback():
