@@ -159,6 +159,20 @@ def add_seed(parser: argparse.ArgumentParser, default: int = 0) -> None:
     parser.add_argument("--seed", type=int, default=default, help="random seed (same seed, same result on CPU)")
 
 
+def add_preprocess_arguments(group, spacing_mm=(2.0, 2.0, 2.0), shape=(96, 112, 96), normalization="auto",
+                             modalities=("T1w",), mask_background: bool = True) -> None:
+    """The preprocessing options, spelled as ``pretrain`` spells them (``--spacing --shape
+    --normalization --modalities --no-mask-background``), with the given defaults."""
+    group.add_argument("--spacing", dest="spacing_mm", type=float_tuple(3), default=tuple(spacing_mm), metavar="MM",
+                       help="voxel size in mm (1 or 3 numbers)")
+    group.add_argument("--shape", type=int_tuple(3), default=tuple(shape), metavar="X,Y,Z", help="model grid in voxels")
+    group.add_argument("--normalization", default=normalization, help="auto|zscore|percentile|suvr|none")
+    group.add_argument("--modalities", type=str_list, default=tuple(modalities), help="input channels, one per modality")
+    group.add_argument("--no-mask-background", dest="mask_background", action="store_false", default=mask_background,
+                       help="keep the background as normalization leaves it (neuro-ssl 0.1 behaviour) instead of "
+                            "setting every voxel outside the brain mask to 0; for comparisons only (see neuro-ssl audit)")
+
+
 def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", type=Path, default=None,

@@ -73,10 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--arch", choices=ARCHS, default="resnet18")
     net.add_argument("--norm", choices=("batch", "group", "instance"), default="batch")
     net.add_argument("--width", type=_common.positive_float, default=1.0, help="encoder channel multiplier")
-    net.add_argument("--spacing", dest="spacing_mm", type=_common.float_tuple(3), default=(2.0, 2.0, 2.0), metavar="MM")
-    net.add_argument("--shape", type=_common.int_tuple(3), default=(96, 112, 96), metavar="X,Y,Z")
-    net.add_argument("--normalization", default="auto", help="auto|zscore|percentile|suvr|none")
-    net.add_argument("--modalities", type=_common.str_list, default=("T1w",), help="input channels, one per modality")
+    _common.add_preprocess_arguments(net)
 
     run_group = parser.add_argument_group("running")
     _common.add_seed(run_group)

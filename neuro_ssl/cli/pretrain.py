@@ -77,11 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--width", type=_common.positive_float, default=d.width, help="encoder channel multiplier")
     net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
                      help="projection MLP widths, the last is the embedding size")
-    net.add_argument("--spacing", dest="spacing_mm", type=_common.float_tuple(3), default=d.spacing_mm, metavar="MM",
-                     help="voxel size in mm (1 or 3 numbers)")
-    net.add_argument("--shape", type=_common.int_tuple(3), default=d.shape, metavar="X,Y,Z", help="model grid in voxels")
-    net.add_argument("--normalization", default=d.normalization, help="auto|zscore|percentile|suvr|none")
-    net.add_argument("--modalities", type=_common.str_list, default=d.modalities, help="input channels, one per modality")
+    _common.add_preprocess_arguments(net, d.spacing_mm, d.shape, d.normalization, d.modalities, d.mask_background)
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")

@@ -3,8 +3,9 @@
 Why not MONAI's ``PersistentDataset``: it keys on the item dict, so an image rewritten at the
 same path stays stale, and it ignores transform changes. Here the key is a hash of, per source
 file, its resolved path, size and ``mtime_ns`` (optionally a hash of its first and last MiB),
-plus ``PreprocessConfig.key()`` and the modality of each channel. Rewriting or touching a file,
-or changing any preprocessing option, gives a new key.
+plus ``PreprocessConfig.key()``, the modality of each channel and the identity of the scan's
+brain mask file when it has one. Rewriting or touching a file, or changing any preprocessing
+option, gives a new key.
 
 Layout: ``CACHE_DIR/v1/<key[:2]>/<key>.npy`` (uncompressed float32, loaded with
 ``allow_pickle=False``) and ``<key>.json`` (affines, native shape, sources, shape, dtype and a
@@ -44,6 +45,16 @@ class Preprocessed:
     affine: np.ndarray  # 4x4 world (RAS+, mm) affine of the model grid
     native_affine: np.ndarray  # 4x4 affine of the (first) source file
     native_shape: tuple[int, int, int]
+    masked: bool = False  # made with ``mask_background``: every voxel outside the brain is exactly 0
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        """Bool (X, Y, Z) brain mask on the model grid, or None when the background was not masked.
+
+        Exact by construction of the masked preprocessing: the brain is where any channel is
+        non-zero (see ``data.transforms``).
+        """
+        return np.any(np.asarray(self.image) != 0, axis=0) if self.masked else None
 
 
 def default_cache_dir() -> Path:
@@ -111,41 +122,53 @@ class VolumeCache:
     def cache_stats(self) -> dict:
         return dict(self.stats)
 
-    def key(self, paths: Sequence[str], modalities: Sequence[str] | None = None) -> str:
-        """The entry name for these files under this config."""
+    def key(self, paths: Sequence[str], modalities: Sequence[str] | None = None, mask: str | None = None) -> str:
+        """The entry name for these files (and brain mask file) under this config."""
         modalities = list(modalities or self.config.modalities)
         payload = {
             "format": CACHE_FORMAT, "config": self.config.key(), "modalities": modalities,
             "files": [file_identity(p, self.content_hash) for p in paths],
         }
+        mask = self._mask(mask)
+        if mask:
+            payload["mask"] = file_identity(mask, self.content_hash)
         return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+    def _mask(self, mask) -> str | None:
+        """The mask file that takes part: none when the config does not mask the background."""
+        return str(mask) if mask and self.config.mask_background else None
 
     def entry_paths(self, key: str) -> tuple[Path, Path]:
         folder = self.cache_dir / CACHE_FORMAT / key[:2]
         return folder / f"{key}.npy", folder / f"{key}.json"
 
-    def get(self, paths: str | os.PathLike | Sequence[str], modalities: Sequence[str] | None = None) -> Preprocessed:
-        """The preprocessed volume for ``paths`` (one per channel, in ``config.modalities`` order)."""
+    def get(self, paths: str | os.PathLike | Sequence[str], modalities: Sequence[str] | None = None,
+            mask: str | os.PathLike | None = None) -> Preprocessed:
+        """The preprocessed volume for ``paths`` (one per channel, in ``config.modalities`` order).
+
+        ``mask``: the scan's brain mask file, when it has one (else an automatic mask is made).
+        """
         paths = [str(paths)] if isinstance(paths, (str, os.PathLike)) else [str(p) for p in paths]
+        mask = self._mask(mask)
         if self.cache_dir is None:
-            for p in paths:
+            for p in paths + ([mask] if mask else []):
                 file_identity(p)  # a clear "file not found" before any reader runs
             self.stats["misses"] += 1
-            return self._compute(paths, modalities)
-        key = self.key(paths, modalities)
+            return self._compute(paths, modalities, mask)
+        key = self.key(paths, modalities, mask)
         entry = self._load(key)
         if entry is not None:
             self.stats["hits"] += 1
             return entry
         self.stats["misses"] += 1
-        result = self._compute(paths, modalities)
-        self._store(key, result, paths)
+        result = self._compute(paths, modalities, mask)
+        self._store(key, result, paths + ([mask] if mask else []))
         return result
 
-    def _compute(self, paths, modalities) -> Preprocessed:
-        out = self.preprocessor(paths, modalities)
+    def _compute(self, paths, modalities, mask=None) -> Preprocessed:
+        out = self.preprocessor(paths, modalities, mask=mask)
         return Preprocessed(out["image"], out["affine"], np.asarray(out["native_affine"], dtype=np.float64),
-                            tuple(int(s) for s in out["native_shape"]))
+                            tuple(int(s) for s in out["native_shape"]), self.config.mask_background)
 
     def _load(self, key: str) -> Preprocessed | None:
         npy, sidecar = self.entry_paths(key)
@@ -163,7 +186,7 @@ class VolumeCache:
             if ok:
                 return Preprocessed(image, np.asarray(meta["affine"], dtype=np.float64),
                                     np.asarray(meta["native_affine"], dtype=np.float64),
-                                    tuple(int(s) for s in meta["native_shape"]))
+                                    tuple(int(s) for s in meta["native_shape"]), self.config.mask_background)
         except (OSError, ValueError, KeyError, TypeError, EOFError):
             pass
         self._reject(key)

@@ -27,7 +27,8 @@ class ManifestDataset(torch.utils.data.Dataset):
     Attributes: ``frame`` (the manifest row of each item's first channel, in item order),
     ``paths`` (per item, one file per channel), ``rows`` (manifest index per item),
     ``dropped`` (sessions lacking a requested modality), ``other_modality`` (rows of
-    modalities not requested).
+    modalities not requested), ``masks`` (per item, the brain mask file of the manifest's
+    ``mask`` column, or None: an automatic mask is made).
     """
 
     def __init__(self, manifest: pd.DataFrame, config: PreprocessConfig, cache_dir: Path | None = None,
@@ -44,6 +45,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         else:
             self.rows, self.paths = self._group_sessions(manifest)
         self.frame = manifest.loc[[r[0] for r in self.rows]]
+        self.masks = [_mask_path(manifest, r[0]) for r in self.rows]
         self.values = {c: _numeric_column(manifest, c, [r[0] for r in self.rows], self.source) for c in self.columns}
 
     def __len__(self) -> int:
@@ -52,7 +54,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         rows, paths = self.rows[i], self.paths[i]
         try:
-            pre = self.cache.get(paths)
+            pre = self.cache.get(paths, mask=self.masks[i])
         except ImageError as exc:
             raise ImageError(f"{row_context(self.source, rows[0])}: {exc}") from None
         image = pre.image if pre.image.flags.writeable else np.array(pre.image)
@@ -64,7 +66,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     def preprocessed(self, i: int):
         """The full ``Preprocessed`` record (with affines) of item ``i``: for saliency and export."""
         try:
-            return self.cache.get(self.paths[i])
+            return self.cache.get(self.paths[i], mask=self.masks[i])
         except ImageError as exc:
             raise ImageError(f"{row_context(self.source, self.rows[i][0])}: {exc}") from None
 
@@ -108,6 +110,14 @@ class ManifestDataset(torch.utils.data.Dataset):
         if not rows:
             raise ManifestError(f"{self.source}: no session has all of {', '.join(self.config.modalities)}")
         return rows, paths
+
+
+def _mask_path(manifest: pd.DataFrame, row) -> str | None:
+    """The ``mask`` column's file for a manifest row (the first channel's row), or None."""
+    if "mask" not in manifest.columns:
+        return None
+    value = manifest.at[row, "mask"]
+    return None if pd.isna(value) or not str(value).strip() else str(value)
 
 
 def _require_columns(manifest: pd.DataFrame, columns: Sequence[str], source) -> None:

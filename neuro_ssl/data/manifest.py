@@ -29,6 +29,8 @@ import pandas as pd
 from neuro_ssl.errors import ManifestError
 
 CANONICAL_COLUMNS = ("subject_id", "session_id", "image", "modality", "age", "sex", "diagnosis", "site")
+#: canonical names of optional columns: taken from their aliases when present, never filled in.
+OPTIONAL_COLUMNS = ("mask",)
 #: canonical columns that hold text (pandas' string dtype, missing = NaN).
 TEXT_COLUMNS = ("subject_id", "session_id", "image", "modality", "sex", "diagnosis", "site")
 
@@ -42,6 +44,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "sex": ("sex", "PTGENDER", "gender"),
     "diagnosis": ("diagnosis", "DX", "Group", "dx"),
     "site": ("site", "SITE", "center"),
+    "mask": ("mask", "brain_mask", "mask_path"),
 }
 #: used only when none of the aliases above is present.
 FALLBACK_ALIASES: dict[str, tuple[str, ...]] = {

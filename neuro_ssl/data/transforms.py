@@ -5,13 +5,24 @@ One MONAI dict-transform chain on key ``"image"``:
     LoadImaged (nibabel: .nii/.nii.gz/.mgz; SimpleITK: .nrrd/.mha/.mhd)
     -> EnsureChannelFirstd -> volume checks (one 3D volume, finite, not constant, sane affine)
     -> Orientationd(RAS) -> Spacingd(spacing_mm, axis-aligned RAS grid) -> ResizeWithPadOrCropd(shape)
-    -> intensity normalization per modality
+    -> brain mask on the model grid (the scan's own mask file, resampled nearest-neighbour onto
+       that grid, or an automatic filled and dilated foreground mask)
+    -> intensity normalization per modality, statistics from inside the mask
+    -> every voxel outside the mask set to exactly 0
 
 The three spatial steps run lazily (``Compose(lazy=True)``) and so cost one resample, not three;
 the world affine of the output voxels is tracked exactly by MONAI (tests check it against
-points placed at known world coordinates). Normalization runs on the model grid, so padded
-voxels read as the raw background (0) does. Further modalities of one session are resampled onto
-the grid of the first (``ResampleToMatchd``) so channels line up voxel for voxel.
+points placed at known world coordinates). Further modalities of one session are resampled onto
+the grid of the first (``ResampleToMatchd``) so channels line up voxel for voxel, and share its mask.
+
+Why the background is zeroed (``mask_background``, on by default): z-scoring with foreground
+statistics maps each scan's background to its own constant, ``-mean/std``, which follows the
+tissue mix of the brain; on the synthetic cohort that constant alone separates AD from CN, and a
+network reads it at the edge of the field of view, where its zero padding meets it. Setting the
+outside of the brain to 0, the padding value, leaves nothing there to read (``neuro-ssl audit``
+measures it). The mask is the non-zero voxels of the output: inside the mask a value that
+normalizes to exactly 0 is nudged to the smallest normal float32, so that
+``any(image != 0, axis=0)`` is the mask, exactly (``cache.Preprocessed.mask``).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from neuro_ssl._utils.options import reject_unknown_keys
 from neuro_ssl.errors import ConfigError, ImageError, NeuroSSLError
 
 #: bump when the chain changes in a way that changes its output: old cache entries stop matching.
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 NORMALIZATIONS = ("auto", "zscore", "percentile", "suvr", "none")
 #: modality names (upper case) treated as PET by ``normalization="auto"``; any name containing PET also.
 PET_MODALITIES = frozenset({
@@ -41,21 +52,32 @@ PET_MODALITIES = frozenset({
 PERCENTILES = (1.0, 99.0)
 #: file types the chain reads (nibabel, then SimpleITK; see ``readers.py``).
 SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: the automatic brain mask is grown by this distance after filling (rounded to whole voxels of the
+#: model grid: 1 voxel at 2 mm, none at 4 mm and coarser), so that at fine grids the dark sulcal
+#: CSF at the surface stays in; at coarse grids the partial-volume voxels already pass Otsu's cut,
+#: and a rim of background inside the mask would only carry the background's z-value back in.
+AUTO_MASK_DILATION_MM = 2.0
+#: a value inside the mask that normalizes to exactly 0 becomes this, keeping ``image != 0`` == mask.
+INSIDE_ZERO = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """What turns a file into a model input; stored with every encoder so later steps match.
 
-    normalization: ``auto`` (T1w and other MRI -> z-score in the foreground, PET -> SUVR against
-    the whole-brain mean), or one of ``zscore``, ``percentile`` (1-99 % of the foreground to
-    0-1), ``suvr``, ``none`` for every channel. ``modalities``: one channel per entry, in order.
+    normalization: ``auto`` (T1w and other MRI -> z-score, PET -> SUVR against the whole-brain
+    mean), or one of ``zscore``, ``percentile`` (1-99 % to 0-1), ``suvr``, ``none`` for every
+    channel. ``modalities``: one channel per entry, in order. ``mask_background`` (default on):
+    statistics from inside the brain mask and every voxel outside it exactly 0; off, the
+    behaviour before neuro-ssl 0.2 (statistics from the Otsu foreground, applied to the whole
+    volume, background left at ``-mean/std``), kept so that ``neuro-ssl audit`` can compare.
     """
 
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
     shape: tuple[int, int, int] = (96, 112, 96)
     normalization: str = "auto"
     modalities: tuple[str, ...] = ("T1w",)
+    mask_background: bool = True
 
     def __post_init__(self):
         spacing = _triple(self.spacing_mm, float, "spacing_mm")
@@ -72,6 +94,9 @@ class PreprocessConfig:
             raise ConfigError(f"modalities must name at least one modality, got {self.modalities!r}")
         if len({m.lower() for m in modalities}) != len(modalities):
             raise ConfigError(f"modalities must not repeat, got {', '.join(modalities)}")
+        if not isinstance(self.mask_background, (bool, np.bool_)):
+            raise ConfigError(f"mask_background must be true or false, got {self.mask_background!r}")
+        object.__setattr__(self, "mask_background", bool(self.mask_background))
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "modalities", modalities)
@@ -79,7 +104,8 @@ class PreprocessConfig:
     def to_dict(self) -> dict:
         """Plain YAML/JSON data (lists, not tuples)."""
         return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
-                "normalization": self.normalization, "modalities": list(self.modalities)}
+                "normalization": self.normalization, "modalities": list(self.modalities),
+                "mask_background": self.mask_background}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
@@ -162,16 +188,56 @@ def foreground_mask(x):
     return x > otsu_threshold(x)
 
 
-def normalize_intensity(x, method: str):
-    """Normalize one channel (a torch tensor) within its foreground; returns a float32 tensor.
+def auto_brain_mask(x, spacing_mm: float = 2.0) -> np.ndarray:
+    """The brain (or head) of one volume on its grid when the scan comes without a mask file.
 
-    zscore: (x - mean_fg) / std_fg.  percentile: (x - p1_fg) / (p99_fg - p1_fg).
-    suvr: x / mean_fg (PET standardized uptake value ratio, whole-brain reference).
+    Otsu foreground -> largest connected piece (26-neighbourhood; specks of noise dropped) ->
+    closing -> holes filled (ventricles and dark sulci inside the outline belong to the brain)
+    -> grown by ``AUTO_MASK_DILATION_MM`` (whole voxels of ``spacing_mm``). ``x``: (X, Y, Z)
+    numpy array or torch tensor; returns a bool numpy array of the same shape.
     """
+    from scipy import ndimage
+
+    values = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    fg = values > otsu_threshold(values)
+    labels, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        fg = labels == (int(np.argmax(sizes)) + 1)
+    pad = 2  # closing and filling must not be cut short by the volume's border
+    padded = np.pad(fg, pad)
+    padded = ndimage.binary_closing(padded, structure=np.ones((3, 3, 3), dtype=bool), iterations=1)
+    padded = ndimage.binary_fill_holes(padded)
+    grow = int(round(AUTO_MASK_DILATION_MM / float(spacing_mm)))
+    if grow > 0:
+        padded = ndimage.binary_dilation(padded, structure=ndimage.generate_binary_structure(3, 1), iterations=grow)
+    return np.ascontiguousarray(padded[pad:-pad, pad:-pad, pad:-pad])
+
+
+def normalize_intensity(x, method: str, mask=None):
+    """Normalize one channel (a torch tensor); returns a float32 tensor.
+
+    Without ``mask`` (neuro-ssl 0.1 behaviour): statistics from the Otsu foreground, applied to
+    the whole volume. With ``mask`` (bool, same shape): statistics from the voxels inside it,
+    and every voxel outside it exactly 0.
+
+    zscore: (x - mean) / std.  percentile: (x - p1) / (p99 - p1).
+    suvr: x / mean (PET standardized uptake value ratio, whole-brain reference).  none: x.
+    """
+    import torch
+
+    inside = foreground_mask(x) if mask is None else torch.as_tensor(mask, dtype=torch.bool)
     if method == "none":
-        return x.float()
-    mask = foreground_mask(x)
-    fg = x[mask].double()
+        out = x.float()
+    else:
+        out = _normalized(x, method, x[inside].double())
+    if mask is None:
+        return out
+    out = torch.where(inside, out, torch.zeros((), dtype=out.dtype))
+    return torch.where(inside & (out == 0), torch.full((), INSIDE_ZERO, dtype=out.dtype), out)
+
+
+def _normalized(x, method: str, fg):
     if fg.numel() < 2:
         raise ValueError("no foreground left on the model grid (check spacing and shape)")
     x = x.float()
@@ -211,8 +277,34 @@ class CheckVolumed:
         return d
 
 
+class BrainMaskd:
+    """``data["brain"]``: bool (X, Y, Z) brain mask on the model grid of ``data["image"]``.
+
+    From ``data["mask"]`` (the scan's own mask file, already resampled onto that grid with
+    nearest neighbour) when present, else :func:`auto_brain_mask` of the first channel.
+    """
+
+    def __init__(self, spacing_mm: float = 2.0):
+        self.spacing_mm = float(spacing_mm)
+
+    def __call__(self, data: dict) -> dict:
+        import torch
+
+        d = dict(data)
+        if d.get("mask") is not None and not isinstance(d["mask"], str):
+            mask = torch.as_tensor(np.asarray(d.pop("mask").as_tensor()[0]) > 0.5)
+            if not bool(mask.any()):
+                raise ImageError(f"{_name(d['image'])}: its brain mask has no voxel inside the model grid")
+        else:
+            d.pop("mask", None)
+            mask = torch.from_numpy(auto_brain_mask(d["image"].as_tensor()[0], self.spacing_mm))
+        d["brain"] = mask
+        return d
+
+
 class NormalizeIntensityd:
-    """Per-channel intensity normalization of ``data["image"]`` (see ``normalize_intensity``); meta kept."""
+    """Per-channel intensity normalization of ``data["image"]`` (see ``normalize_intensity``);
+    inside ``data["brain"]`` with the background zeroed when that key is present; meta kept."""
 
     def __init__(self, method: str):
         self.method = method
@@ -222,9 +314,32 @@ class NormalizeIntensityd:
 
         d = dict(data)
         img = d["image"]
-        out = torch.stack([normalize_intensity(c, self.method) for c in img.as_tensor()], 0)
+        brain = d.get("brain")
+        out = torch.stack([normalize_intensity(c, self.method, brain) for c in img.as_tensor()], 0)
         d["image"] = img.set_array(out)
         return d
+
+
+class CheckMaskd:
+    """Refuse a mask file that cannot be one 3D mask; every message names the mask file."""
+
+    def __call__(self, data: dict) -> dict:
+        mask = data["mask"]
+        name = str(mask.meta.get("filename_or_obj", "mask"))
+        if mask.ndim != 4 or mask.shape[0] != 1 or min(mask.shape[1:]) < 2:
+            raise ImageError(f"mask {name}: not a 3D volume (shape {tuple(mask.shape[1:])})")
+        values = mask.as_tensor()
+        import torch
+
+        if not bool(torch.isfinite(values).all()):
+            raise ImageError(f"mask {name}: holds NaN or infinite values")
+        if not bool((values > 0.5).any()):
+            raise ImageError(f"mask {name}: empty (no voxel above 0.5)")
+        return data
+
+
+def _name(img) -> str:
+    return str(getattr(img, "meta", {}).get("filename_or_obj", "image"))
 
 
 def check_volume_tensor(img, name: str) -> None:
@@ -250,27 +365,30 @@ def check_volume_tensor(img, name: str) -> None:
         raise ImageError(f"{name}: constant image (every voxel is {float(data.min()):g})")
 
 
-def _loader():
+def _loader(key: str = "image"):
     from monai.transforms import LoadImaged
 
     from neuro_ssl.data.readers import NibabelAnyReader, SimpleITKReader
 
-    load = LoadImaged(keys="image", image_only=True, dtype=np.float32)
+    load = LoadImaged(keys=key, image_only=True, dtype=np.float32)
     load.register(NibabelAnyReader())
     load.register(SimpleITKReader())
     return load
 
 
-def build_preprocess(config: PreprocessConfig, modality: str | None = None):
+def build_preprocess(config: PreprocessConfig, modality: str | None = None, with_mask: bool = False):
     """The chain for one file of ``modality`` (default: the first of ``config.modalities``).
 
-    Input ``{"image": path}``; output ``{"image": MetaTensor (1, X, Y, Z) float32 with .affine,
-    "native_affine": 4x4, "native_shape": (i, j, k)}``.
+    Input ``{"image": path}`` (plus ``"mask": path`` with ``with_mask``); output ``{"image":
+    MetaTensor (1, X, Y, Z) float32 with .affine, "native_affine": 4x4, "native_shape": (i, j, k)}``
+    and, when ``config.mask_background``, ``"brain"``: the bool (X, Y, Z) mask on the model grid.
     """
-    from monai.transforms import Compose, EnsureChannelFirstd, Orientationd, ResizeWithPadOrCropd, Spacingd
+    from monai.transforms import (
+        Compose, EnsureChannelFirstd, Orientationd, ResampleToMatchd, ResizeWithPadOrCropd, Spacingd,
+    )
 
     modality = config.modalities[0] if modality is None else modality
-    return Compose([
+    steps = [Compose([
         _loader(),
         EnsureChannelFirstd(keys="image"),
         CheckVolumed(),
@@ -278,12 +396,20 @@ def build_preprocess(config: PreprocessConfig, modality: str | None = None):
         Spacingd(keys="image", pixdim=config.spacing_mm, diagonal=True, mode="bilinear",
                  padding_mode="zeros", dtype=np.float32),
         ResizeWithPadOrCropd(keys="image", spatial_size=config.shape, mode="constant", value=0.0),
-        NormalizeIntensityd(config.normalization_for(modality)),
-    ], lazy=True)
+    ], lazy=True)]
+    if config.mask_background:
+        if with_mask:  # the mask file goes through its own affine onto the image's final grid
+            steps += [_loader("mask"), EnsureChannelFirstd(keys="mask"), CheckMaskd(),
+                      ResampleToMatchd(keys="mask", key_dst="image", mode="nearest", padding_mode="zeros",
+                                       dtype=np.float32)]
+        steps.append(BrainMaskd(min(config.spacing_mm)))
+    steps.append(NormalizeIntensityd(config.normalization_for(modality)))
+    return Compose(steps)
 
 
 def build_match_preprocess(config: PreprocessConfig, modality: str):
-    """The chain for a further channel: resampled onto the grid given under key ``"grid"``."""
+    """The chain for a further channel: resampled onto the grid given under key ``"grid"``,
+    normalized inside the first channel's mask given under ``"brain"`` (when masking)."""
     from monai.transforms import Compose, EnsureChannelFirstd, ResampleToMatchd
 
     return Compose([
@@ -303,31 +429,41 @@ class Preprocessor:
 
     def __init__(self, config: PreprocessConfig):
         self.config = config
-        self._chains: dict[tuple[str, int], Any] = {}
+        self._chains: dict[tuple[str, int, int], Any] = {}
 
     def __getstate__(self):
         return {"config": self.config, "_chains": {}}
 
-    def _chain(self, modality: str, first: bool):
-        key = (modality, int(first))
+    def _chain(self, modality: str, first: bool, with_mask: bool = False):
+        key = (modality, int(first), int(with_mask))
         if key not in self._chains:
-            build = build_preprocess if first else build_match_preprocess
-            self._chains[key] = build(self.config, modality)
+            if first:
+                self._chains[key] = build_preprocess(self.config, modality, with_mask=with_mask)
+            else:
+                self._chains[key] = build_match_preprocess(self.config, modality)
         return self._chains[key]
 
-    def __call__(self, paths: Sequence[str], modalities: Sequence[str] | None = None) -> dict:
-        """``{"image": float32 (C, X, Y, Z), "affine", "native_affine", "native_shape"}`` (first file's grid)."""
+    def __call__(self, paths: Sequence[str], modalities: Sequence[str] | None = None,
+                 mask: str | None = None) -> dict:
+        """``{"image": float32 (C, X, Y, Z), "affine", "native_affine", "native_shape"}`` (first file's grid).
+
+        ``mask``: the session's brain mask file (any grid; used when ``config.mask_background``).
+        """
         modalities = tuple(modalities or self.config.modalities)
         if len(paths) != len(modalities):
             raise ConfigError(f"{len(paths)} files for {len(modalities)} modalities ({', '.join(modalities)})")
-        for path in paths:
+        for path in list(paths) + ([mask] if mask else []):
             if not str(path).lower().endswith(SUPPORTED_SUFFIXES):
                 raise ImageError(f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
-        first = _run(self._chain(modalities[0], True), {"image": str(paths[0])}, paths[0])
+        with_mask = bool(mask) and self.config.mask_background
+        data = {"image": str(paths[0]), **({"mask": str(mask)} if with_mask else {})}
+        first = _run(self._chain(modalities[0], True, with_mask), data, paths[0])
         grid = first["image"]
+        brain = first.get("brain")
         channels = [grid.as_tensor()]
         for path, modality in zip(paths[1:], modalities[1:]):
-            out = _run(self._chain(modality, False), {"image": str(path), "grid": grid}, path)
+            extra = {"brain": brain} if brain is not None else {}
+            out = _run(self._chain(modality, False), {"image": str(path), "grid": grid, **extra}, path)
             channels.append(out["image"].as_tensor())
         image = np.stack([c[0].numpy() for c in channels], 0).astype(np.float32, copy=False)
         return {
@@ -367,5 +503,5 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 __all__ = [
     "PreprocessConfig", "build_preprocess", "build_match_preprocess", "Preprocessor",
-    "normalize_intensity", "otsu_threshold", "foreground_mask", "is_pet", "PIPELINE_VERSION",
+    "normalize_intensity", "otsu_threshold", "foreground_mask", "auto_brain_mask", "is_pet", "PIPELINE_VERSION",
 ]

@@ -11,6 +11,12 @@ random resized crop (each side 80-100 %, resized back) -> left-right flip (axis 
 small affine (rotation, scale) -> bias field -> contrast (gamma, statistics kept) -> Gaussian
 noise -> Gaussian blur -> cutout (``RandCoarseDropout``, the y-Aware paper's best single
 augmentation). Crop, resize, flip and affine are fused into one resample (``lazy=True``).
+
+On volumes whose background preprocessing set to exactly 0 (``mask_background``), a view never
+writes into the background what preprocessing would not: the brain mask (the non-zero voxels)
+rides through the spatial steps as an extra channel, and after the intensity steps (bias field,
+contrast, noise, blur, cutout) every voxel outside the moved mask is set back to 0. Without it,
+noise and the bias field would paint the background and the cutout box would differ from it.
 """
 
 from __future__ import annotations
@@ -103,7 +109,11 @@ def _range(value, name) -> tuple[float, float]:
 
 
 def _build_chain(cfg: AugmentConfig, shape: Sequence[int]):
-    """The MONAI array chain for volumes of spatial ``shape`` (cutout and resize need it)."""
+    """The MONAI array chains for volumes of spatial ``shape``: ``(spatial, intensity)``.
+
+    Spatial: crop, resize, flip, affine (one lazy resample); intensity: bias field, contrast,
+    noise, blur, cutout (cutout and resize need the shape).
+    """
     from monai.transforms import (
         Compose, RandAdjustContrast, RandAffine, RandCoarseDropout, RandFlip,
         RandGaussianNoise, RandGaussianSmooth, RandScaleCrop, Resize,
@@ -112,15 +122,17 @@ def _build_chain(cfg: AugmentConfig, shape: Sequence[int]):
     shape = tuple(int(s) for s in shape)
     cut_lo = [max(1, int(round(s * cfg.cutout_size[0]))) for s in shape]
     cut_hi = [max(lo, int(round(s * cfg.cutout_size[1]))) for s, lo in zip(shape, cut_lo)]
-    steps = []
+    spatial = []
     if cfg.crop_scale[0] < 1:
-        steps += [RandScaleCrop(cfg.crop_scale[0], cfg.crop_scale[1], random_center=True, random_size=True),
-                  Resize(shape, mode="trilinear")]
+        spatial += [RandScaleCrop(cfg.crop_scale[0], cfg.crop_scale[1], random_center=True, random_size=True),
+                    Resize(shape, mode="trilinear")]
     rad = math.radians(cfg.affine_deg)
-    steps += [
+    spatial += [
         RandFlip(prob=cfg.flip_lr, spatial_axis=0),
         RandAffine(prob=cfg.affine, rotate_range=[rad] * 3, scale_range=[cfg.affine_scale] * 3,
                    mode="bilinear", padding_mode="border"),
+    ]
+    intensity = [
         _shifted_bias_field(prob=cfg.bias_field, coeff_range=(0.0, cfg.bias_field_coeff)),
         RandAdjustContrast(prob=cfg.contrast, gamma=cfg.contrast_gamma, retain_stats=True),
         RandGaussianNoise(prob=cfg.noise, std=cfg.noise_std),
@@ -129,7 +141,7 @@ def _build_chain(cfg: AugmentConfig, shape: Sequence[int]):
         RandCoarseDropout(holes=int(cfg.cutout_holes), spatial_size=cut_lo, max_spatial_size=cut_hi,
                           fill_value=0.0, prob=cfg.cutout),
     ]
-    return Compose(steps, lazy=True)
+    return Compose(spatial, lazy=True), Compose(intensity)
 
 
 def _shifted_bias_field(prob: float, coeff_range: tuple[float, float]):
@@ -153,20 +165,22 @@ class ViewTransform:
     """One random view of a (C, X, Y, Z) tensor per call; its own ``numpy.random.RandomState``.
 
     Each call draws a fresh seed from ``self.R`` for the chain, so calling twice gives two
-    independent views; ``set_random_state(seed)`` makes the sequence reproducible.
+    independent views; ``set_random_state(seed)`` makes the sequence reproducible. ``remask``:
+    the input's background is exactly 0 (masked preprocessing) and the view keeps it so.
     """
 
-    def __init__(self, config: AugmentConfig, seed: int | None = None):
+    def __init__(self, config: AugmentConfig, seed: int | None = None, remask: bool = False):
         self.config = config
+        self.remask = bool(remask)
         self.R = np.random.RandomState(seed)
-        self._chains: dict[tuple[int, ...], object] = {}
+        self._chains: dict[tuple[int, ...], tuple] = {}
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
         self.R = state if state is not None else np.random.RandomState(seed)
         return self
 
     def __getstate__(self):
-        return {"config": self.config, "R": self.R, "_chains": {}}
+        return {"config": self.config, "remask": self.remask, "R": self.R, "_chains": {}}
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         from monai.data import MetaTensor
@@ -176,17 +190,34 @@ class ViewTransform:
         shape = tuple(image.shape[1:])
         if shape not in self._chains:
             self._chains[shape] = _build_chain(self.config, shape)
-        chain = self._chains[shape]
-        chain.set_random_state(seed=int(self.R.randint(2**31)))
+        spatial, intensity = self._chains[shape]
+        seed = int(self.R.randint(2**31))
+        spatial.set_random_state(seed=seed)
+        intensity.set_random_state(seed=int(np.random.RandomState(seed).randint(2**31)))
         # a copy: cutout and noise write in place, and both views start from the same tensor
-        out = chain(MetaTensor(torch.as_tensor(image).detach().to(torch.float32, copy=True)))
-        out = out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+        x = torch.as_tensor(image).detach().to(torch.float32, copy=True)
+        channels = x.shape[0]
+        if self.remask:
+            x = torch.cat([x, (x != 0).any(dim=0, keepdim=True).to(torch.float32)])
+        x = _plain(spatial(MetaTensor(x)))
+        mask = x[channels:] > 0.5 if self.remask else None
+        out = _plain(intensity(MetaTensor(x[:channels].contiguous())))
+        if mask is not None:
+            out = out * mask
         return out.to(torch.float32).contiguous()
 
 
-def build_view_transform(config: AugmentConfig, seed: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A new random view chain (MONAI array transforms) over (C, X, Y, Z) tensors."""
-    return ViewTransform(config, seed)
+def _plain(x) -> torch.Tensor:
+    from monai.data import MetaTensor
+
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def build_view_transform(config: AugmentConfig, seed: int | None = None,
+                         remask: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A new random view chain (MONAI array transforms) over (C, X, Y, Z) tensors; ``remask``:
+    keep a zero background zero (see the module docstring)."""
+    return ViewTransform(config, seed, remask)
 
 
 def view_seeds(seed: int, epoch: int, index: int) -> tuple[int, int]:
@@ -207,7 +238,7 @@ class TwoViewDataset(torch.utils.data.Dataset):
 
     def __init__(self, base, aug: AugmentConfig, seed: int = 0, cross_modal: Sequence[str] | None = None):
         self.base, self.aug, self.seed, self.epoch = base, aug, int(seed), 0
-        self.transform = build_view_transform(aug)
+        self.transform = build_view_transform(aug, remask=bool(getattr(base.config, "mask_background", False)))
         self.channels = None
         if cross_modal is not None:
             self.channels = _cross_modal_channels(base.config.modalities, cross_modal)

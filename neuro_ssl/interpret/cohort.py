@@ -173,7 +173,9 @@ def _explain_scan(model, meta, cache, scan: _Scan, out_dir: Path, options: Salie
                   state: _CohortState, template_brain) -> tuple[dict, str | None]:
     from neuro_ssl.data.io import load_volume
 
-    pre = cache.get(scan.paths if len(scan.paths) > 1 else scan.paths[0])
+    mask = scan.values.get("mask")
+    pre = cache.get(scan.paths if len(scan.paths) > 1 else scan.paths[0],
+                    mask=str(mask) if isinstance(mask, str) and mask.strip() else None)
     result = compute_saliency(
         model, pre.image, method=options.method, layer=options.layer, target=options.target,
         classes=meta.get("classes"), task=meta.get("task", "classification"), n_steps=options.n_steps,

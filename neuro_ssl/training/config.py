@@ -51,6 +51,7 @@ class PretrainConfig:
     shape: tuple[int, int, int] = (96, 112, 96)
     normalization: str = "auto"
     modalities: tuple[str, ...] = ("T1w",)
+    mask_background: bool = True        # every voxel outside the brain mask 0 (data.transforms)
     views: tuple[str, ...] = ()         # cross-modal positives: e.g. ("T1w", "FDG")
     augment: dict = field(default_factory=dict)  # AugmentConfig overrides
     # optimisation
@@ -103,7 +104,8 @@ class PretrainConfig:
     def preprocess_dict(self) -> dict[str, Any]:
         """The PreprocessConfig fields (later commands rebuild the same preprocessing from these)."""
         return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
-                "normalization": self.normalization, "modalities": list(self.input_modalities)}
+                "normalization": self.normalization, "modalities": list(self.input_modalities),
+                "mask_background": bool(self.mask_background)}
 
     @property
     def input_modalities(self) -> tuple[str, ...]:

@@ -73,6 +73,7 @@ class FinetuneConfig:
     shape: tuple[int, int, int] = (96, 112, 96)
     normalization: str = "auto"
     modalities: tuple[str, ...] = ("T1w",)
+    mask_background: bool = True
     # running
     seed: int = 0
     device: str = "auto"
@@ -132,7 +133,8 @@ def build_network(config: FinetuneConfig, n_outputs: int) -> _Network:
         else:
             pretrain_subjects = [str(s) for s in meta.get("subjects", [])]
     else:
-        preprocess = PreprocessConfig(config.spacing_mm, config.shape, config.normalization, config.modalities)
+        preprocess = PreprocessConfig(config.spacing_mm, config.shape, config.normalization, config.modalities,
+                                      config.mask_background)
         encoder = build_encoder(config.arch, len(preprocess.modalities), config.norm, config.width)
         meta, pretrain_subjects = {}, []
     encoder.check_input_shape((len(preprocess.modalities), *preprocess.shape))
@@ -179,7 +181,8 @@ def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:
     encoder, pre = net.model.encoder, net.preprocess
     return dataclasses.replace(config, arch=encoder.arch, norm=encoder.norm, width=float(encoder.width),
                                spacing_mm=tuple(pre.spacing_mm), shape=tuple(pre.shape),
-                               normalization=pre.normalization, modalities=tuple(pre.modalities))
+                               normalization=pre.normalization, modalities=tuple(pre.modalities),
+                               mask_background=pre.mask_background)
 
 
 def _model_meta(config, spec: LabelSpec, net: _Network, train, val, budget, trainer) -> dict:

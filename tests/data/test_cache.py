@@ -192,3 +192,31 @@ def test_two_processes_fill_one_cache_correctly(tmp_path):
     reader = VolumeCache(CONFIG, tmp_path / "cache")
     assert [array_checksum(reader.get(p).image) for p in paths] == expected
     assert reader.cache_stats()["hits"] == len(paths) and reader.cache_stats()["corrupt"] == 0
+
+
+def test_the_brain_mask_file_is_part_of_the_key(tmp_path, volume):
+    """A scan's mask file takes part in the key (edit it, the entry is rebuilt); Preprocessed.mask
+    is the masked preprocessing's support, the same from a fresh entry and from the disk."""
+    cache = VolumeCache(CONFIG, tmp_path / "cache")
+    mask_path = tmp_path / "mask.nii.gz"
+    affine = np.diag([-3.0, 3.0, 3.0, 1.0])
+    affine[:3, 3] = [24.0, -27.0, -24.0]
+    small = np.zeros((16, 18, 16), dtype=np.uint8)
+    small[5:11, 6:12, 5:11] = 1
+    nib.save(nib.Nifti1Image(small, affine), str(mask_path))
+    auto, masked = cache.get(volume), cache.get(volume, mask=mask_path)
+    assert cache.key([str(volume)]) != cache.key([str(volume)], mask=str(mask_path))
+    assert masked.mask.sum() < auto.mask.sum()
+    again = cache.get(volume, mask=mask_path)
+    assert cache.cache_stats()["hits"] == 1
+    np.testing.assert_array_equal(again.mask, masked.mask)
+    np.testing.assert_array_equal(masked.mask, (masked.image != 0).any(0))
+    small[:] = 0
+    small[7:9, 8:10, 7:9] = 1
+    nib.save(nib.Nifti1Image(small, affine), str(mask_path))
+    os.utime(mask_path, ns=(1, 1))  # a new mtime whatever the clock's resolution
+    smaller = cache.get(volume, mask=mask_path)
+    assert smaller.mask.sum() < masked.mask.sum()
+    plain = VolumeCache(PreprocessConfig(spacing_mm=4.0, shape=(12, 14, 12), mask_background=False), None)
+    unmasked = plain.get(volume, mask=mask_path)
+    assert unmasked.mask is None and plain.key([str(volume)]) == plain.key([str(volume)], mask=str(mask_path))

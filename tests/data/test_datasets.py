@@ -71,10 +71,17 @@ def test_modalities_stack_as_channels_and_incomplete_sessions_drop(manifest_path
     torch.testing.assert_close(item["image"][0], single_t1)  # channel 0 is the T1w, as alone
     fdg = ManifestDataset(df, PreprocessConfig(spacing_mm=4.0, shape=(10, 12, 10), modalities=("FDG",)))
     assert fdg[0]["index"] == ds.rows[0][1]
-    torch.testing.assert_close(item["image"][1], fdg[0]["image"][0], atol=1e-5, rtol=1e-5)
-    brain = item["image"][1] > 0.5
-    assert abs(float(item["image"][1][brain].mean()) - 1.0) < 0.05  # FDG: SUVR, brain mean 1
-    assert abs(float(item["image"][0][brain].mean())) < 0.2  # T1w: z-scored, brain mean 0
+    # both channels share the session's brain mask (the T1w's): one support, zero outside it
+    brain = item["image"][0] != 0
+    torch.testing.assert_close(item["image"][1] != 0, brain)
+    assert abs(float(item["image"][1][brain].mean()) - 1.0) < 1e-4  # FDG: SUVR inside the mask, mean 1
+    assert abs(float(item["image"][0][brain].mean())) < 1e-4  # T1w: z-scored inside the mask, mean 0
+    # without masking, the FDG channel is the FDG volume alone, resampled onto the T1w grid
+    unmasked = {k: PreprocessConfig(**{**c.to_dict(), "mask_background": False}) for k, c in
+                (("pair", PAIR), ("fdg", PreprocessConfig(spacing_mm=4.0, shape=(10, 12, 10), modalities=("FDG",))))}
+    pair_item = ManifestDataset(df, unmasked["pair"], cache_dir=None)[0]
+    torch.testing.assert_close(pair_item["image"][1], ManifestDataset(df, unmasked["fdg"])[0]["image"][0],
+                               atol=1e-5, rtol=1e-5)
     assert item["index"] == 2
 
 

@@ -359,3 +359,133 @@ def test_single_volume_4d_is_fine(tmp_path):
     nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(tmp_path / "x.nii.gz"))
     out = Preprocessor(PreprocessConfig(spacing_mm=4, shape=(8, 8, 8)))([str(tmp_path / "x.nii.gz")])
     assert out["image"].shape == (1, 8, 8, 8) and out["native_shape"] == (12, 12, 12)
+
+
+# ----- the brain mask and the zero background (mask_background, the default) -----
+
+def phantom_mask(shape=(32, 32, 32)) -> np.ndarray:
+    x, y, z = np.indices(shape) - (np.array(shape)[:, None, None, None] - 1) / 2
+    return np.sqrt((x / 12) ** 2 + (y / 14) ** 2 + (z / 11) ** 2) < 1
+
+
+@pytest.mark.parametrize("method", ["zscore", "percentile", "suvr", "none"])
+def test_masked_normalization_uses_inside_statistics_and_zeroes_outside(method):
+    import torch
+
+    data = brain_phantom(np.random.default_rng(2)).astype(np.float64)
+    mask = phantom_mask()
+    out = normalize_intensity(torch.from_numpy(data.astype(np.float32)), method, torch.from_numpy(mask)).numpy()
+    assert np.all(out[~mask] == 0)
+    np.testing.assert_array_equal(out != 0, mask)  # the mask is exactly the non-zero voxels
+    inside = data[mask]  # float64 references
+    expected = {"zscore": (inside - inside.mean()) / inside.std(ddof=1),
+                "percentile": (inside - np.percentile(inside, 1)) / (np.percentile(inside, 99) - np.percentile(inside, 1)),
+                "suvr": inside / inside.mean(), "none": inside}[method]
+    np.testing.assert_allclose(out[mask], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_voxel_at_the_mean_stays_inside_the_mask():
+    import torch
+
+    from neuro_ssl.data.transforms import INSIDE_ZERO
+
+    data = np.zeros((8, 8, 8), dtype=np.float32)
+    mask = np.zeros((8, 8, 8), dtype=bool)
+    mask[2:6, 2:6, 2:6] = True
+    data[mask] = np.tile([1.0, 3.0], 32)
+    data[3, 3, 3] = 2.0  # exactly the mean of the masked voxels after the next line
+    data[4, 4, 4] = 2.0
+    out = normalize_intensity(torch.from_numpy(data), "zscore", torch.from_numpy(mask)).numpy()
+    assert out[3, 3, 3] == np.float32(INSIDE_ZERO) and out[3, 3, 3] != 0
+    np.testing.assert_array_equal(out != 0, mask)
+
+
+def test_background_no_longer_carries_the_tissue_mix():
+    """The shortcut in one picture: two brains of one outline, one with more dark tissue inside.
+
+    Unmasked z-scoring gives their backgrounds different constants (-mean/std); masked, both are 0.
+    """
+    import torch
+
+    shape = (32, 32, 32)
+    mask = phantom_mask(shape)
+    x, y, z = np.indices(shape) - 15.5
+    core = np.sqrt(x**2 + y**2 + z**2)
+    backgrounds = {}
+    for name, radius in (("young", 3.0), ("atrophic", 6.0)):  # more CSF inside the same outline
+        data = np.where(mask, 600.0, 5.0) - np.where(core < radius, 400.0, 0.0)
+        data = torch.from_numpy(data.astype(np.float32))
+        old = normalize_intensity(data, "zscore").numpy()
+        new = normalize_intensity(data, "zscore", torch.from_numpy(mask)).numpy()
+        backgrounds[name] = (float(old[0, 0, 0]), float(new[0, 0, 0]))
+    assert abs(backgrounds["young"][0] - backgrounds["atrophic"][0]) > 0.5
+    assert backgrounds["young"][1] == backgrounds["atrophic"][1] == 0.0
+
+
+def test_auto_mask_is_the_filled_largest_piece_grown_by_2mm():
+    from scipy import ndimage
+
+    from neuro_ssl.data.transforms import auto_brain_mask
+
+    rng = np.random.default_rng(3)
+    data = brain_phantom(rng)  # a bright ellipsoid ...
+    x, y, z = np.indices(data.shape) - 15.5
+    data[np.sqrt(x**2 + y**2 + z**2) < 4] = 40.0  # ... with a core as dark as CSF (the "ventricles")
+    data[1:3, 1:3, 1:3] = 900.0  # a bright speck far from the brain
+    fg = data > otsu_threshold(data)
+    assert not fg[15, 15, 15]  # Otsu alone leaves the core out
+    filled = ndimage.binary_fill_holes(phantom_mask() & fg)
+    grown = ndimage.binary_dilation(filled, structure=ndimage.generate_binary_structure(3, 1))
+    at_2mm, at_6mm = auto_brain_mask(data, spacing_mm=2.0), auto_brain_mask(data, spacing_mm=6.0)
+    assert at_6mm[15, 15, 15] and not at_6mm[1, 1, 1]  # core filled, speck dropped
+    np.testing.assert_array_equal(at_6mm, filled)  # no growth at coarse grids
+    np.testing.assert_array_equal(at_2mm, grown)  # one voxel (2 mm) at 2 mm
+
+
+def write_mask_file(path, affine, shape, world_box) -> str:
+    """A 0/1 mask on its own grid: 1 where a voxel centre lies in the world box ((lo, hi) per axis, mm)."""
+    ijk = np.indices(shape).reshape(3, -1)
+    world = affine[:3, :3] @ ijk + affine[:3, 3:4]
+    inside = np.all([(world[a] >= lo) & (world[a] <= hi) for a, (lo, hi) in enumerate(world_box)], axis=0)
+    nib.save(nib.Nifti1Image(inside.reshape(shape).astype(np.uint8), affine), str(path))
+    return str(path)
+
+
+def test_a_mask_file_on_its_own_grid_lands_on_the_model_grid(tmp_path):
+    """Image LAS at anisotropic voxels, mask LPS at 1 mm: the model-grid support is the world box."""
+    affine = native_affine("LAS")
+    image = write_blob(tmp_path / "t1.nii.gz", affine, world_point(affine))
+    centre = world_point(affine)
+    box = [(c - 9.0, c + 9.0) for c in centre]
+    mask_affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    mask_affine[:3, 3] = centre + np.array([25.0, 25.0, -25.0])
+    mask = write_mask_file(tmp_path / "brain_mask.nii.gz", mask_affine, (50, 50, 50), box)
+    cfg = PreprocessConfig(spacing_mm=2.0, shape=(16, 30, 20))
+    out = Preprocessor(cfg)([image], mask=mask)
+    support = out["image"][0] != 0
+    ijk = np.argwhere(support)
+    world = out["affine"][:3, :3] @ ijk.T + out["affine"][:3, 3:4]
+    for axis, (lo, hi) in enumerate(box):
+        assert lo - 1.01 <= world[axis].min() and world[axis].max() <= hi + 1.01  # within half a 2 mm voxel
+    assert 0.7 * (18 / 2) ** 3 < support.sum() < 1.3 * (18 / 2 + 1) ** 3
+    unmasked = Preprocessor(PreprocessConfig(spacing_mm=2.0, shape=(16, 30, 20), mask_background=False))
+    assert np.all(unmasked([image], mask=mask)["image"] != 0)  # the old behaviour ignores masks
+
+
+@pytest.mark.parametrize("kind, words", [("empty", "mask .*empty"), ("4d", "mask .*not a 3D volume")])
+def test_bad_mask_files_are_one_line_naming_the_mask(tmp_path, kind, words):
+    affine = native_affine("RAS")
+    image = write_blob(tmp_path / "t1.nii.gz", affine, world_point(affine))
+    data = np.zeros((10, 10, 10), dtype=np.uint8) if kind == "empty" else np.ones((10, 10, 10, 3), dtype=np.uint8)
+    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "m.nii.gz"))
+    with pytest.raises(ImageError, match=words) as info:
+        Preprocessor(PreprocessConfig(spacing_mm=2.0, shape=(16, 30, 20)))([image], mask=str(tmp_path / "m.nii.gz"))
+    assert "m.nii.gz" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_mask_background_is_in_the_config_key_and_round_trip():
+    on, off = PreprocessConfig(), PreprocessConfig(mask_background=False)
+    assert on.mask_background and on.key() != off.key()
+    assert PreprocessConfig.from_dict(off.to_dict()) == off
+    with pytest.raises(ConfigError, match="mask_background"):
+        PreprocessConfig(mask_background="yes")

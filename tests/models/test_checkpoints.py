@@ -134,3 +134,20 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, container):
     else:
         pickle.loads(path.read_bytes())
     assert marker.read_text() == "pwned"
+
+
+def test_files_from_before_the_masking_option_read_as_unmasked(tmp_path, encoder):
+    """neuro-ssl 0.1 wrote preprocessing without ``mask_background``; it did not mask, and an
+    encoder from then must keep seeing what it was trained on."""
+    import torch
+
+    from neuro_ssl.data.transforms import PreprocessConfig
+    from neuro_ssl.models import load_encoder, save_encoder
+
+    old = {"spacing_mm": [4.0, 4.0, 4.0], "shape": [16, 16, 16], "normalization": "auto", "modalities": ["T1w"]}
+    path = save_encoder(tmp_path / "old.pt", encoder, {"preprocess": old})
+    _, meta = load_encoder(path)
+    assert PreprocessConfig.from_dict(meta["preprocess"]).mask_background is False
+    new = save_encoder(tmp_path / "new.pt", encoder, {"preprocess": PreprocessConfig().to_dict()})
+    assert PreprocessConfig.from_dict(load_encoder(new)[1]["preprocess"]).mask_background is True
+    assert torch.load(path, weights_only=True)["meta"]["preprocess"] == old  # the file itself is untouched

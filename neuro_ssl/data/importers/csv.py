@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from neuro_ssl.data.importers import ImportResult, first_few
-from neuro_ssl.data.manifest import CANONICAL_COLUMNS, normalize_manifest, read_table
+from neuro_ssl.data.manifest import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, normalize_manifest, read_table
 from neuro_ssl.errors import ConfigError, ManifestError
 
 
@@ -25,10 +25,10 @@ def parse_column_mapping(text: str) -> dict[str, str]:
         role, sep, column = (s.strip() for s in item.partition("="))
         if not sep or not role or not column:
             raise ConfigError(f"--columns: expected role=column, got {item!r}")
-        if role not in CANONICAL_COLUMNS:
-            close = difflib.get_close_matches(role, CANONICAL_COLUMNS, n=1)
+        if role not in CANONICAL_COLUMNS + OPTIONAL_COLUMNS:
+            close = difflib.get_close_matches(role, CANONICAL_COLUMNS + OPTIONAL_COLUMNS, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"--columns: unknown role {role!r}{hint}; roles are {', '.join(CANONICAL_COLUMNS)}")
+            raise ConfigError(f"--columns: unknown role {role!r}{hint}; roles are {', '.join(CANONICAL_COLUMNS + OPTIONAL_COLUMNS)}")
         if role in mapping:
             raise ConfigError(f"--columns: role {role!r} given twice")
         mapping[role] = column
