@@ -6,6 +6,7 @@ from neuro_ssl.models.checkpoints import (
     load_encoder,
     load_model,
     read_checkpoint,
+    read_meta,
     save_encoder,
     save_model,
     strip_prefixes,
@@ -17,5 +18,5 @@ from neuro_ssl.models.heads import ContrastiveModel, ProjectionHead, SupervisedM
 __all__ = [
     "ARCHS", "NORMS", "ENCODER_FORMAT", "MODEL_FORMAT", "Encoder", "build_encoder",
     "ProjectionHead", "ContrastiveModel", "SupervisedModel",
-    "save_encoder", "load_encoder", "save_model", "load_model", "read_checkpoint", "strip_prefixes", "unwrap",
+    "save_encoder", "load_encoder", "save_model", "load_model", "read_checkpoint", "read_meta", "strip_prefixes", "unwrap",
 ]

@@ -152,11 +152,26 @@ def _encoder_from_meta(meta: Mapping, path: Path) -> nn.Module:
         raise CheckpointError(f"{path}: meta does not describe an encoder ({' '.join(str(exc).split())})") from None
 
 
+def _read_meta(data: dict) -> dict:
+    """The file's meta; preprocessing written before ``mask_background`` existed (neuro-ssl 0.1)
+    did not mask the background, so such a file reads as ``mask_background: false`` and the
+    network keeps seeing what it was trained on."""
+    meta = dict(data.get("meta") or {})
+    if isinstance(meta.get("preprocess"), dict):
+        meta["preprocess"] = {"mask_background": False, **meta["preprocess"]}
+    return meta
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """The meta of an ``encoder.pt`` or ``model.pt`` (safely loaded), without building the network."""
+    return _read_meta(read_checkpoint(path, (ENCODER_FORMAT, MODEL_FORMAT)))
+
+
 def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """``(encoder, meta)`` from an ``encoder.pt``; the encoder is on CPU in eval mode."""
     path = Path(path)
     data = read_checkpoint(path, ENCODER_FORMAT)
-    meta = dict(data.get("meta") or {})
+    meta = _read_meta(data)
     encoder = _encoder_from_meta(meta, path)
     _load_weights(encoder, data["state_dict"], path)
     return encoder.eval(), meta
@@ -168,7 +183,7 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
 
     path = Path(path)
     data = read_checkpoint(path, MODEL_FORMAT)
-    meta = dict(data.get("meta") or {})
+    meta = _read_meta(data)
     encoder = _encoder_from_meta(meta, path)
     head_weight = strip_prefixes(data["state_dict"]).get("head.weight")
     n_outputs = int(meta.get("n_outputs", head_weight.shape[0] if head_weight is not None else 0))
