@@ -43,13 +43,16 @@ class ProjectionHead(nn.Module):
 class ContrastiveModel(nn.Module):
     """Encoder plus projection head, one module so DDP wraps (and syncs) both at once.
 
-    ``forward(x) -> (h, z)``: encoder features and projections.
+    ``forward(x) -> (h, z)``: encoder features and projections. ``extras`` holds the trainable
+    parts of a pretraining objective (a tabular encoder, a decoder, ...), so that the optimizer,
+    DDP and checkpoints include them; empty, it adds nothing to the state dict.
     """
 
     def __init__(self, encoder: nn.Module, head: ProjectionHead):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.extras = nn.ModuleDict()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)

@@ -1,4 +1,4 @@
-"""Contrastive pretraining: two augmented views -> encoder -> projection head -> NT-Xent / y-Aware / SupCon.
+"""Contrastive pretraining: two augmented views -> encoder -> projection head -> the ``--loss`` objective.
 
 ``pretrain(config, manifest_df, out_dir)`` runs the whole job and writes the run folder:
 ``encoder.pt`` (+ ``encoder.yaml``), ``checkpoint.pt``, ``config.yaml``, ``metrics.csv`` and
@@ -6,7 +6,8 @@ TensorBoard events. Exactness is by construction: the data order is a function o
 and each view of each scan a function of (seed, epoch, index) (see ``loop.SeededItems``), so a
 run stopped at any checkpoint and resumed ends with the same weights, bit for bit on CPU, as a
 run that never stopped. The manifest checks (columns, missing covariates, batch count, shapes)
-live in ``pretrain_data.py``.
+live in ``pretrain_data.py``; what each ``--loss`` computes per micro-batch lives in
+``objectives.py`` (one class per objective over this shared loop).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from neuro_ssl.models import ContrastiveModel, ProjectionHead, build_encoder, sa
 from neuro_ssl.models.encoders import check_input_shape
 from neuro_ssl.training import loop
 from neuro_ssl.training.config import PretrainConfig
+from neuro_ssl.training.objectives import Step, build_objective
 from neuro_ssl.training.pretrain_data import PretrainData, build_probe_data, build_train_data
 
 #: config fields a resumed run may change (they do not alter what is computed)
@@ -77,16 +79,21 @@ class Pretrainer:
         cfg = self.config
         seed_everything(cfg.seed)
         encoder = build_encoder(cfg.arch, cfg.in_channels, cfg.norm, cfg.width)
-        self.model = ContrastiveModel(encoder, ProjectionHead(encoder.out_features, cfg.proj_dims)).to(self.device)
-        if cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.model = ContrastiveModel(encoder, ProjectionHead(encoder.out_features, cfg.proj_dims))
+        objective = build_objective(cfg, data)
         self.target = self.queue = None
-        if cfg.queue:
+        if objective.needs_target(cfg):
             from neuro_ssl.losses import MemoryQueue
 
-            self.target = copy.deepcopy(self.model).requires_grad_(False)
+            self.target = copy.deepcopy(self.model).requires_grad_(False).to(self.device)
             self.queue = MemoryQueue(cfg.queue, cfg.proj_dims[-1], data.y_dim).to(self.device)
-        self.loss_fn = _build_loss(cfg)
+        self.model.extras["objective"] = objective
+        self.model = self.model.to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+            if self.target is not None:
+                self.target = self.target.to(memory_format=torch.channels_last_3d)
+        self.objective = objective
         self.net = self.model
         if self.info.distributed:
             from torch.nn.parallel import DistributedDataParallel
@@ -259,11 +266,10 @@ class Pretrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.target is not None:
-            from neuro_ssl.losses import momentum_update
-
-            momentum_update(self.model, self.target, self.config.momentum)
+            _momentum_update(self.model, self.target, self.config.momentum)
             for keys, y in group_keys:
-                self.queue.enqueue(keys, y if data.y_dim else None)
+                if keys is not None:
+                    self.queue.enqueue(keys, y if data.y_dim else None)
         self.global_step += 1
         self.step_in_epoch += 1
         self.loss_sum += total
@@ -273,27 +279,14 @@ class Pretrainer:
         return total
 
     def _loss(self, batch: dict, data: PretrainData):
-        cfg = self.config
-        memory = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+        """The objective on one micro-batch: ``(loss, keys to enqueue, their y)``."""
+        memory = torch.channels_last_3d if self.config.channels_last else torch.contiguous_format
         views = torch.cat([batch["view1"], batch["view2"]]).to(self.device, non_blocking=True,
                                                                  memory_format=memory)
-        y = data.batch_y(batch, self.device)
-        with loop.autocast(cfg.amp, self.device):
-            _, z = self.net(views)
-        z1, z2 = z.float().chunk(2)
-        if self.target is None:
-            return self._objective(z1, z2, y, None), None, y
-        with torch.no_grad(), loop.autocast(cfg.amp, self.device):
-            _, k = self.target(views)
-        k1, k2 = k.float().chunk(2)
-        memory_bank = self.queue.get() if len(self.queue) else None
-        loss = 0.5 * (self._objective(z1, k2, y, memory_bank) + self._objective(z2, k1, y, memory_bank))
-        return loss, k1, y
-
-    def _objective(self, z1, z2, y, memory_bank):
-        if self.config.loss == "simclr":
-            return self.loss_fn(z1, z2, queue=memory_bank)
-        return self.loss_fn(z1, z2, y, queue=memory_bank)
+        step = Step(batch=batch, views=views, y=data.batch_y(batch, self.device), net=self.net,
+                    target=self.target, queue=self.queue, amp=self.config.amp, device=self.device)
+        out = self.objective(step)
+        return out.loss, out.keys, out.keys_y
 
     def _probe(self, probe) -> dict[str, Any]:
         from neuro_ssl.training.probes import run_probes
@@ -321,14 +314,12 @@ class Pretrainer:
                 "volumes_per_s": rows[-1]["volumes_per_s"] if rows else float("nan"), **probe}
 
 
-def _build_loss(cfg: PretrainConfig) -> torch.nn.Module:
-    from neuro_ssl.losses import NTXent, SupCon, YAwareInfoNCE
+def _momentum_update(model: ContrastiveModel, target: ContrastiveModel, m: float) -> None:
+    """MoCo's EMA of the encoder and projection head (the objective's own modules stay online only)."""
+    from neuro_ssl.losses import momentum_update
 
-    if cfg.loss == "simclr":
-        return NTXent(temperature=cfg.temperature)
-    if cfg.loss == "yaware":
-        return YAwareInfoNCE(sigma=cfg.sigma, temperature=cfg.temperature)
-    return SupCon(temperature=cfg.temperature)
+    for part in ("encoder", "head"):
+        momentum_update(getattr(model, part), getattr(target, part), m)
 
 
 def _norm(value):

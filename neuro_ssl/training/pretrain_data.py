@@ -39,6 +39,7 @@ class PretrainData:
     classes: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_rows: list = field(default_factory=list)  # data.screening.SkippedRow, for RUN/skipped.csv
+    frame: pd.DataFrame | None = None  # the manifest rows trained on, indexed by row (batch["index"])
 
     @property
     def y_dim(self) -> int:
@@ -177,7 +178,8 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     base = _manifest_dataset(df, cfg, y_columns)
     views = _two_view_dataset(base, cfg)
     subjects = sorted({str(s) for s in base.frame["subject_id"]}) if "subject_id" in base.frame else []
-    return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped, skipped_rows)
+    return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped, skipped_rows,
+                        base.frame)
 
 
 def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:

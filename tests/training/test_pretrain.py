@@ -51,7 +51,8 @@ def test_outputs_of_a_run(manifest, cache_dir, tmp_path):
     encoder, meta = load_encoder(run / "encoder.pt")
     t1w = manifest[manifest["modality"] == "T1w"]
     assert meta["subjects"] == sorted(t1w["subject_id"].unique()) and meta["loss"] == "yaware"
-    assert meta["preprocess"] == {"spacing_mm": [8.0] * 3, "shape": [24] * 3, "normalization": "auto", "modalities": ["T1w"]}
+    assert meta["preprocess"] == {"spacing_mm": [8.0] * 3, "shape": [24] * 3, "normalization": "auto", "modalities": ["T1w"],
+                                  "mask_background": True}
     assert (meta["arch"], meta["norm"], meta["in_channels"]) == ("resnet10", "batch", 1)
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics.columns[:5]) == ["epoch", "step", "loss", "lr", "volumes_per_s"]
@@ -153,3 +154,11 @@ def test_accumulated_micro_batches_all_reach_the_queue(manifest, cache_dir, tmp_
     micro_batches = n_scans // 4  # groups of 2 (the last may be 1): fewer optimizer steps than micro-batches
     assert state["global_step"] < micro_batches
     assert int(state["queue"]["n_filled"]) == min(64, micro_batches * 4)
+
+
+def test_every_loss_name_has_an_objective():
+    """``--help`` lists config.LOSSES without importing torch; the objectives registry builds them."""
+    from neuro_ssl.training.config import LOSSES
+    from neuro_ssl.training.objectives import OBJECTIVES
+
+    assert set(LOSSES) == set(OBJECTIVES)
