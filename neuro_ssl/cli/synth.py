@@ -3,15 +3,19 @@
 Each subject gets a smooth random deformation, age effects (cortical thinning, ventricle
 growth) and, for MCI and AD, focal medial-temporal atrophy (half as strong in MCI), over 1-3
 visits; with --pet also an FDG scan per session with posterior cingulate / temporoparietal
-hypometabolism. Scans come from several sites with different voxel sizes, orientations
-(RAS, LAS, LPS, one oblique), intensity scales, bias fields and noise.
+hypometabolism. Scans come from several sites, balanced against diagnosis, with different voxel
+sizes, orientations (RAS, LAS, LPS, one oblique), intensity scales, bias fields and noise.
+Clinical scores (MMSE, CDRSB, ADAS13, APOE4, PTEDUCAT) follow the disease and age.
 
-Writes OUT/images/*.nii.gz, OUT/manifest.csv (ADNIMERGE-like columns: PTID, VISCODE, AGE,
-Years_bl, PTGENDER, DX, DX_bl, SITE, modality, image_path, MMSE, true_atrophy, truth_region)
-and the planted regions under OUT/truth/ (MNI space, and per scan in the scan's own grid;
-OUT/truth/README.txt explains each file). No download: nothing leaves the machine.
+Writes an ADNI-style download, OUT/images/ADNI_<PTID>_..._I<id>.nii.gz with OUT/ADNIMERGE.csv and
+OUT/idaSearch.csv, plus OUT/manifest.csv (every column in one table: PTID, VISCODE, modality,
+image_path, AGE, Years_bl, DX, ..., truth_region) and the planted regions under OUT/truth/ (MNI
+space, and per scan in the scan's own grid; OUT/truth/README.txt explains each file).
+No download: nothing leaves the machine.
 
-example: neuro-ssl synth cohort --subjects 60 --seed 0 --pet
+examples:
+  neuro-ssl synth cohort --subjects 60 --seed 0 --pet
+  neuro-ssl synth confounded --subjects 60 --confound scanner     # a planted shortcut for neuro-ssl audit
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: each site's realistic size, 1.0-1.5 mm")
     parser.add_argument("--visits", type=_common.int_tuple(2), default=(1, 3), metavar="MIN,MAX",
                         help="number of visits per subject, drawn between MIN and MAX (12 months apart)")
+    parser.add_argument("--global-ad-effects", action="store_true",
+                        help="the disease also thins the cortex and widens the ventricles (each with a truth mask); "
+                             "default: it acts in the medial temporal region only")
+    parser.add_argument("--confound", choices=("scanner",), default=None,
+                        help="plant a shortcut: a 'scanner' column and a low-contrast, noisier scanner that "
+                             "scans most AD and few CN subjects")
     parser.add_argument("--jobs", type=_common.positive_int, default=None,
                         help="subjects simulated side by side (threads); default: one per CPU, at most 4")
 
@@ -45,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     manifest = make_cohort(
         args.out, n_subjects=args.subjects, seed=args.seed, pet=args.pet, voxel_mm=args.voxel_mm,
-        visits=tuple(args.visits), jobs=args.jobs,
+        visits=tuple(args.visits), global_ad_effects=args.global_ad_effects, confound=args.confound, jobs=args.jobs,
         progress=lambda results: _common.progress(results, total=args.subjects, desc="synth", unit="subject"),
     )
     table = read_table(manifest)

@@ -9,8 +9,9 @@ image is then composed from them, so atrophy means tissue replaced by CSF, as in
 - age: cortical thinning (grey matter fraction lost everywhere) and ventricle growth (the
   ventricles expand by a distance in mm that grows with age);
 - diagnosis: focal atrophy in a bilateral medial-temporal (hippocampal) region, with a severity
-  of ~1 for Alzheimer's disease, ~0.5 for MCI, 0 for controls, plus some extra global thinning
-  and ventricle widening;
+  of ~1 for Alzheimer's disease, ~0.5 for MCI, 0 for controls; optionally
+  (``VisitState.global_ad_effects``) also extra cortical thinning and ventricle widening, whose
+  regions then join the truth masks;
 - FDG-PET: uptake from the tissue fractions, reduced in the posterior cingulate / precuneus and
   temporoparietal cortex in proportion to the same severity, at PET resolution (7 mm FWHM).
 """
@@ -84,6 +85,7 @@ class VisitState:
     severity: float           # diagnosis effect: 0 control, ~0.5 MCI, ~1 AD, grows over time
     brain_age_gap_years: float  # subject-specific offset of the age effects
     ventricle_offset_mm: float  # subject-specific ventricle size
+    global_ad_effects: bool = True  # the disease also thins the cortex and widens the ventricles
 
 
 @functools.lru_cache(maxsize=1)
@@ -206,10 +208,12 @@ VENTRICLE_GROWTH_MM_PER_YEAR = 0.16
 FOCAL_GM_LOSS = 0.8
 #: white matter loses this share of what grey matter loses there.
 FOCAL_WM_SHARE = 0.6
-#: at severity 1, the disease also thins the whole cortex and widens the ventricles (the brain
-#: looks ~8 years older, the "brain age gap" reported in AD).
+#: at severity 1, with global AD effects, the disease also thins the whole cortex and widens the
+#: ventricles (the brain looks ~8 years older, the "brain age gap" reported in AD).
 AD_EXTRA_THINNING = 0.05
 AD_EXTRA_VENTRICLE_MM = 1.2
+#: a voxel belongs to the cortex truth mask when the template's grey-matter fraction reaches this.
+CORTEX_GM_FRACTION = 0.5
 #: at severity 1, FDG uptake of grey matter drops by this fraction in the PET region.
 PET_HYPOMETABOLISM = 0.4
 
@@ -217,13 +221,15 @@ PET_HYPOMETABOLISM = 0.4
 def ventricle_growth_mm(state: VisitState) -> float:
     """How far the ventricle surface has moved out from the template's, at this visit."""
     years = max(0.0, state.age_years - 55.0 + state.brain_age_gap_years)
-    return VENTRICLE_GROWTH_MM_PER_YEAR * years + state.ventricle_offset_mm + AD_EXTRA_VENTRICLE_MM * state.severity
+    disease = AD_EXTRA_VENTRICLE_MM * state.severity if state.global_ad_effects else 0.0
+    return VENTRICLE_GROWTH_MM_PER_YEAR * years + state.ventricle_offset_mm + disease
 
 
 def tissue_at_visit(tpl: Template, state: VisitState) -> dict[str, np.ndarray]:
     """Tissue fractions (gm, wm, csf) and the ventricle fraction after ageing and disease."""
     years = max(0.0, state.age_years - 55.0 + state.brain_age_gap_years)
-    thinning = min(0.35, GM_LOSS_PER_YEAR * years + AD_EXTRA_THINNING * state.severity)
+    disease = AD_EXTRA_THINNING * state.severity if state.global_ad_effects else 0.0
+    thinning = min(0.35, GM_LOSS_PER_YEAR * years + disease)
     edge_mm = 0.4 * tpl.spacing_mm
     ventricle = _expit((ventricle_growth_mm(state) - tpl.ventricle_distance_mm) / edge_mm) * (tpl.brain > 0.5)
     focal = np.minimum(FOCAL_GM_LOSS * state.severity * tpl.diagnosis_weight, 0.95)

@@ -178,7 +178,7 @@ def test_truth_masks_in_mni_and_in_each_scan(cohort):
     from nilearn.datasets import load_mni152_template
 
     mni = load_mni152_template(resolution=2)
-    for name in ("diagnosis_region", "pet_region", "ventricles", "brain_mask"):
+    for name in ("medial_temporal", "diagnosis_region", "pet_region", "ventricles", "brain_mask"):
         img = nib.load(root / "truth" / f"{name}.nii.gz")
         assert img.shape == mni.shape and np.allclose(img.affine, mni.affine)
         assert name in (root / "truth" / "README.txt").read_text()
@@ -195,7 +195,7 @@ def test_truth_masks_in_mni_and_in_each_scan(cohort):
         mask = np.asarray(region.dataobj) > 0
         assert region.get_data_dtype() == np.uint8 and mask.any()
         kind = "diagnosis_region" if row["modality"] == "T1w" else "pet_region"
-        assert kind in row["truth_region"]
+        assert ("medial_temporal" if row["modality"] == "T1w" else "pet_region") in row["truth_region"]
         centre_mm = nib.affines.apply_affine(region.affine, np.argwhere(mask).mean(axis=0))
         assert np.linalg.norm(centre_mm - centroids[kind]) < 15.0, (row["image"], centre_mm)
 
@@ -297,3 +297,107 @@ def test_cli_writes_a_cohort_and_reports_errors_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("neuro-ssl synth: error:")
     assert main(["synth", str(out), "--subjects", "0"]) == 2
+
+
+def test_sites_are_balanced_against_diagnosis():
+    """Each diagnosis is dealt round the sites: no site holds a group's subjects out of proportion."""
+    plans = synth.plan_cohort(100, seed=0)
+    table = pd.crosstab([p.group for p in plans], [p.site.code for p in plans])
+    assert (table.max(axis=1) - table.min(axis=1)).max() <= 1
+    for seed in range(5):  # a plan with the option is the same people
+        plain, confounded = synth.plan_cohort(40, seed=seed), synth.plan_cohort(40, seed=seed, confound="scanner")
+        assert [(p.ptid, p.group, p.age_bl) for p in plain] == [(p.ptid, p.group, p.age_bl) for p in confounded]
+        assert {p.scanner for p in plain} == {""} and {p.scanner for p in confounded} == {"A", "B"}
+
+
+def test_the_disease_acts_only_where_its_truth_masks_say():
+    """Severity changes tissue only inside the planted regions: the medial temporal region alone
+    by default; with global effects also cortex and ventricles, each inside its own truth mask."""
+    tpl = anatomy.working_template(4.0)
+    for global_effects in (False, True):
+        states = [anatomy.VisitState(age_years=74.0, severity=s, brain_age_gap_years=0.0, ventricle_offset_mm=0.0,
+                                     global_ad_effects=global_effects) for s in (0.0, 1.0)]
+        cn, ad = (anatomy.tissue_at_visit(tpl, s) for s in states)
+        change = np.abs(ad["gm"] - cn["gm"]) + np.abs(ad["wm"] - cn["wm"])
+        medial_temporal = tpl.diagnosis_profile > 0
+        if not global_effects:
+            assert change.sum() > 0 and not (change[~medial_temporal] > 1e-6).any()
+        else:  # nearly all of the change (tissue lost) lies in the truth masks, grown by one voxel
+            truth = medial_temporal | (tpl.gm >= anatomy.CORTEX_GM_FRACTION) | (ad["ventricle"] >= 0.5)
+            inside = change[ndimage.binary_dilation(truth, iterations=1)].sum() / change.sum()
+            assert change[~medial_temporal].sum() > change[medial_temporal].sum()  # global effects are large
+            assert inside > 0.9, inside
+
+
+def test_global_effects_write_a_truth_mask_per_effect_and_their_union(tmp_path):
+    manifest = synth.make_cohort(tmp_path / "g", n_subjects=2, seed=1, voxel_mm=8.0, visits=(1, 1),
+                                 global_ad_effects=True)
+    table = pd.read_csv(manifest, dtype=str)
+    root = manifest.parent
+    for _, row in table.iterrows():
+        masks = {c: np.asarray(nib.load(root / row[c]).dataobj) > 0
+                 for c in ("truth_region", "truth_medial_temporal", "truth_cortex", "truth_ventricles")}
+        union = masks["truth_medial_temporal"] | masks["truth_cortex"] | masks["truth_ventricles"]
+        np.testing.assert_array_equal(masks["truth_region"], union)
+        assert masks["truth_cortex"].sum() > 5 * masks["truth_medial_temporal"].sum()
+    default = pd.read_csv(synth.make_cohort(tmp_path / "d", n_subjects=2, seed=1, voxel_mm=8.0, visits=(1, 1)))
+    assert "truth_cortex" not in default.columns
+    assert (default["truth_region"] == default["truth_medial_temporal"]).all()
+
+
+def test_scanner_confound_is_planted_in_the_images(tmp_path):
+    """Same seed, same people: scanner A's scans are byte for byte the unconfounded cohort's, scanner
+    B's are the same heads with less white/grey contrast (lower 90th / higher 25th percentile)."""
+    args = dict(n_subjects=6, seed=2, voxel_mm=8.0, visits=(1, 1))
+    plain = read_manifest(synth.make_cohort(tmp_path / "plain", **args)).set_index("subject_id")
+    confounded = read_manifest(synth.make_cohort(tmp_path / "conf", confound="scanner", **args)).set_index("subject_id")
+    assert set(confounded["scanner"]) == {"A", "B"}
+    for subject, row in confounded.iterrows():
+        ours, theirs = nib.load(row["image"]).get_fdata(), nib.load(plain.loc[subject, "image"]).get_fdata()
+        if row["scanner"] == "A":
+            np.testing.assert_array_equal(ours, theirs)
+            continue
+        brain = theirs > 0.3 * np.percentile(theirs, 99)
+        ratio = [np.percentile(v[brain], 25) / np.percentile(v[brain], 90) for v in (ours, theirs)]
+        assert ratio[0] > ratio[1] + 0.03, (subject, ratio)
+
+
+def test_the_cohort_is_an_adni_download(tiny_cohort, tmp_path):
+    """ADNIMERGE.csv and idaSearch.csv import with the ADNI importer as a real export does."""
+    from neuro_ssl.data.importers.adni import import_adni
+
+    root = tiny_cohort.parent
+    plain = read_manifest(tiny_cohort)
+    by_merge = import_adni(root / "images", root / "ADNIMERGE.csv")
+    t1 = plain[plain["modality"] == "T1w"]
+    assert len(by_merge.manifest) == len(t1) and by_merge.n_unmatched_rows == 0
+    assert by_merge.n_unmatched_images == int((plain["modality"] == "FDG").sum())  # PET is not in ADNIMERGE
+    assert set(by_merge.manifest["modality"]) == {"T1w"}
+    merged = by_merge.manifest.set_index("image").sort_index()
+    t1 = t1.set_index("image").sort_index()
+    np.testing.assert_allclose(merged["age"].to_numpy(), t1["age"].to_numpy(), atol=1e-9)
+    assert list(merged["diagnosis"]) == list(t1["diagnosis"])
+    for column in ("MMSE", "CDRSB", "ADAS13", "APOE4", "PTEDUCAT"):
+        pd.testing.assert_series_equal(merged[column].astype(float), t1[column].astype(float), check_names=False)
+    by_ida = import_adni(root / "images", root / "idaSearch.csv")
+    assert by_ida.n_unmatched_images == 0 and by_ida.n_unmatched_rows == 0
+    assert sorted(by_ida.manifest["modality"]) == sorted(plain["modality"])
+    ida = pd.read_csv(root / "idaSearch.csv", dtype=str)
+    assert ida["Image Data ID"].str.fullmatch(r"I\d+").all()
+    assert ida["Acq Date"].str.fullmatch(r"\d{1,2}/\d{2}/\d{4}").all()
+    assert all(re.search(r"_I\d+\.nii\.gz$", Path(p).name) for p in plain["image"])
+
+
+def test_clinical_scores_follow_the_disease_and_go_missing_sometimes():
+    from neuro_ssl.data import _synth_export as export
+
+    rng = np.random.default_rng(0)
+    draws = {sev: [export.clinical_scores(sev, 72.0, rng) for _ in range(400)] for sev in (0.0, 0.5, 1.0)}
+    means = {sev: pd.DataFrame(rows).astype(float).mean() for sev, rows in draws.items()}
+    for score, direction in (("MMSE", -1), ("CDRSB", 1), ("ADAS13", 1)):
+        values = [direction * means[sev][score] for sev in (0.0, 0.5, 1.0)]
+        assert values == sorted(values) and values[2] - values[0] > 3, (score, values)
+    missing = pd.DataFrame(draws[1.0]).isna().mean()
+    assert 0.0 < missing["MMSE"] < 0.15 and 0.0 < missing["ADAS13"] < 0.2
+    carriers = {g: np.mean([(export.subject_draws(g, rng)["apoe4"] or 0) > 0 for _ in range(400)]) for g in ("CN", "AD")}
+    assert carriers["AD"] > carriers["CN"] + 0.2
