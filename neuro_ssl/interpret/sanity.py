@@ -29,6 +29,7 @@ from neuro_ssl.interpret.gradcam import SaliencyResult, compute_saliency, is_con
 
 #: Spearman at full randomization below which maps count as depending on the weights (issue goal)
 PASS_SPEARMAN, FAIL_SPEARMAN = 0.3, 0.5
+NEGLIGIBLE_DROP = 0.005  # a change of the explained probability too small to read
 
 
 class CohortChecks:
@@ -168,8 +169,11 @@ def _read_deletion(at5: Mapping, target: str) -> str:
     salient, random = at5.get("salient_drop"), at5.get("random_drop")
     if not (_finite(salient) and _finite(random)):
         return "Undefined: the deletion could not be measured."
-    said = (f"Deleting the 5 % most salient brain voxels lowers {target} by {salient:.3f}, against {random:.3f} "
+    said = (f"Deleting the 5 % most salient brain voxels lowers {target} by {salient:.3g}, against {random:.3g} "
             f"for 5 % random brain voxels")
+    if max(abs(salient), abs(random)) < NEGLIGIBLE_DROP:
+        return (said + f": both under {NEGLIGIBLE_DROP:g}, so the output rests on no 5 % of the brain (or the "
+                "probability is saturated) and this check cannot tell salient voxels from random ones.")
     if salient > random:
         return said + ": the salient voxels matter more to the model than random ones."
     return said + ": no more than random voxels, so the maps do not point at what the model uses."

@@ -294,7 +294,7 @@ def _localization_table(regions: Mapping) -> str:
 
 
 def _deletion_table(deletion: Mapping) -> str:
-    rows = [[f"{html.escape(str(k))} %", _num(v.get("salient_drop"), 4), _num(v.get("random_drop"), 4)]
+    rows = [[f"{html.escape(str(k))} %", _sig(v.get("salient_drop")), _sig(v.get("random_drop"))]
             for k, v in deletion.items()]
     return _small_table(["deleted", "drop (most salient)", "drop (random, mean of 5)"], rows)
 
@@ -339,6 +339,10 @@ def _finite(value) -> bool:
 
 def _num(value, digits: int) -> str:
     return f'<td class="num">{float(value):.{digits}f}</td>' if _finite(value) else "<td></td>"
+
+
+def _sig(value, digits: int = 3) -> str:
+    return f'<td class="num">{float(value):.{digits}g}</td>' if _finite(value) else "<td></td>"
 
 
 def _esc(value) -> str:
