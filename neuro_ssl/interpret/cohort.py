@@ -122,7 +122,7 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
     summary_path = out_dir / "summary.csv"
     write_csv(summary_path, summary)
     write_skipped(out_dir, skipped)
-    warnings = map_warnings(results, config.shape)
+    warnings = map_warnings(results, config.shape, options.method)
     out = CohortSaliency(summary, summary_path, skipped, state.write_group_mean(out_dir),
                          state.write_region_table(out_dir), results[0].layer, warnings)
     if checks is not None:
@@ -140,7 +140,7 @@ def _cohort_checks(model, meta: dict, options: SaliencyOptions):
     return CohortChecks(model, meta, options.method, options.n_steps, options.seed, options.compare)
 
 
-def map_warnings(results: list, input_shape) -> list[str]:
+def map_warnings(results: list, input_shape, method: str = "gradcam") -> list[str]:
     """Sentences for maps that cannot localize anything: a 1x1x1 layer, every map constant."""
     warnings = []
     first = results[0]
@@ -148,8 +148,10 @@ def map_warnings(results: list, input_shape) -> list[str]:
                       if math.prod(grid) > 1)
     hint = f"; choose a finer layer with --layer: {finer}" if finer else ""
     if first.layer_grid is not None and math.prod(first.layer_grid) == 1:
+        effect = ("a constant map that localizes nothing" if method == "gradcam" else
+                  "so the map is guided backpropagation alone, which ignores the model's weights (Adebayo et al. 2018)")
         warnings.append(f"layer {first.layer} has a 1x1x1 grid on the {grid_text(input_shape)} model input: "
-                        f"Grad-CAM gives one value per scan there, a constant map that localizes nothing{hint}")
+                        f"Grad-CAM gives one value per scan there, {effect}{hint}")
     n_constant = sum(r.constant for r in results)
     if n_constant == len(results):
         advice = hint if first.layer and not warnings else ""

@@ -113,7 +113,8 @@ class CohortChecks:
             out["repeatability"] = {"compare_run": str(self.compare[1]), "per_scan": self.repeat,
                                     "mean": _mean([r["spearman"] for r in self.repeat])}
         out["warnings"] = list(warnings)
-        out["readings"] = readings(out, target=_target_phrase(self.meta))
+        out["readings"] = readings(out, target=_target_phrase(self.meta),
+                                   regression=self.meta.get("task", "classification") == "regression")
         return out
 
     def write(self, out_dir: str | os.PathLike, warnings: list[str] = ()) -> tuple[Path, dict]:
@@ -124,8 +125,10 @@ class CohortChecks:
         return path, data
 
 
-def readings(checks: Mapping, target: str = "the explained class") -> dict[str, str]:
-    """One sentence per check saying what its numbers mean."""
+def readings(checks: Mapping, target: str = "the probability of the explained class",
+             regression: bool = False) -> dict[str, str]:
+    """One sentence per check saying what its numbers mean (regression: deletion compares the
+    size of the change, as removing evidence can move a predicted value either way)."""
     out = {}
     if checks.get("randomization"):
         out["randomization"] = _read_randomization(checks["randomization"][-1])
@@ -133,7 +136,7 @@ def readings(checks: Mapping, target: str = "the explained class") -> dict[str, 
         out["localization"] = _read_localization(checks["localization"])
     deletion = checks.get("deletion") or {}
     if "5" in deletion:
-        out["deletion"] = _read_deletion(deletion["5"], target)
+        out["deletion"] = _read_deletion(deletion["5"], target, regression)
     if checks.get("repeatability"):
         out["repeatability"] = _read_repeatability(checks["repeatability"])
     return out
@@ -165,16 +168,17 @@ def _read_localization(local: Mapping) -> str:
     return said + (f"; below chance in {', '.join(below)}." if below else ".")
 
 
-def _read_deletion(at5: Mapping, target: str) -> str:
+def _read_deletion(at5: Mapping, target: str, regression: bool = False) -> str:
     salient, random = at5.get("salient_drop"), at5.get("random_drop")
     if not (_finite(salient) and _finite(random)):
         return "Undefined: the deletion could not be measured."
-    said = (f"Deleting the 5 % most salient brain voxels lowers {target} by {salient:.3g}, against {random:.3g} "
+    verb = "changes" if regression else "lowers"
+    said = (f"Deleting the 5 % most salient brain voxels {verb} {target} by {salient:.3g}, against {random:.3g} "
             f"for 5 % random brain voxels")
     if max(abs(salient), abs(random)) < NEGLIGIBLE_DROP:
         return (said + f": both under {NEGLIGIBLE_DROP:g}, so the output rests on no 5 % of the brain (or the "
                 "probability is saturated) and this check cannot tell salient voxels from random ones.")
-    if salient > random:
+    if (abs(salient) > abs(random)) if regression else (salient > random):
         return said + ": the salient voxels matter more to the model than random ones."
     return said + ": no more than random voxels, so the maps do not point at what the model uses."
 

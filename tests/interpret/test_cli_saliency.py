@@ -281,3 +281,17 @@ def test_compare_run_mistakes_are_one_line_errors(tmp_path, two_scans, capsys, s
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "sal").exists()
+
+
+def test_map_file_names_are_unique_readable_and_deterministic():
+    from neuro_ssl.interpret.cohort import SaliencyOptions, select_scans
+
+    rows = pd.DataFrame({"subject_id": ["sub-ä1", "sub-ö1", "002_S_0295", "Sub-01", "sub-01", "x/y", "x/y"],
+                         "session_id": ["bl"] * 7, "image": [f"/d/{i}.nii.gz" for i in range(7)],
+                         "modality": ["T1w"] * 7}, index=range(2, 9))
+    names = [s.file_name for s in select_scans(rows, ("T1w",), SaliencyOptions())]
+    assert names == ["sub-a1_bl_T1w_row2_saliency.nii.gz", "sub-o1_bl_T1w_row3_saliency.nii.gz",
+                     "002_S_0295_bl_T1w_saliency.nii.gz",  # a safe id keeps its plain name
+                     "Sub-01_bl_T1w_row5_saliency.nii.gz", "sub-01_bl_T1w_row6_saliency.nii.gz",  # one on a macOS disk
+                     "x-y_bl_T1w_row7_saliency.nii.gz", "x-y_bl_T1w_row8_saliency.nii.gz"]
+    assert [s.file_name for s in select_scans(rows, ("T1w",), SaliencyOptions(max_scans=2))] == names[:2]
