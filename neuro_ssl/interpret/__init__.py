@@ -7,6 +7,9 @@
 - :mod:`~neuro_ssl.interpret.regions`: region masks and atlases in any space, shares of saliency.
 - :mod:`~neuro_ssl.interpret.summary`: coverage, peak, the summary table, the group mean.
 - :mod:`~neuro_ssl.interpret.cohort`: all of it for every scan of a manifest (``explain_cohort``).
+- :mod:`~neuro_ssl.interpret.checks`: sanity checks of a map (cascading randomization,
+  localization, deletion, repeatability; Adebayo et al. 2018, Arun et al. 2021) on the model grid.
+- :mod:`~neuro_ssl.interpret.sanity`: those checks over a cohort, ``checks.json`` and its readings.
 
 Submodules are imported on use: ``native`` and ``regions`` need no torch.
 """

@@ -6,9 +6,11 @@ For each scan: preprocess exactly as the model was trained (the run's stored
 (:mod:`~neuro_ssl.interpret.native`), write it as NIfTI with the file's affine, and measure it
 (:mod:`~neuro_ssl.interpret.summary`, :mod:`~neuro_ssl.interpret.regions`).
 
-Writes under ``out_dir``: ``maps/<subject>_<session>_<modality>_saliency.nii.gz``,
-``summary.csv``, ``regions.csv`` (mean share per region against chance), ``group_mean.nii.gz``
-(when all maps share one grid) and ``skipped.csv`` (scans left out with ``skip_bad``).
+Writes under ``out_dir``: ``maps/<subject>_<session>_<modality>_saliency.nii.gz`` (one file per
+manifest row, see :func:`saliency_file_names`), ``summary.csv``, ``regions.csv`` (mean share per
+region against chance), ``group_mean.nii.gz`` (when all maps share one grid), ``skipped.csv``
+(scans left out with ``skip_bad``) and, with ``checks``, ``checks.json``
+(:mod:`~neuro_ssl.interpret.sanity`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,10 +29,10 @@ import pandas as pd
 
 from neuro_ssl._utils.files import write_csv
 from neuro_ssl.errors import ConfigError, ManifestError, NeuroSSLError
-from neuro_ssl.interpret.gradcam import compute_saliency
+from neuro_ssl.interpret.gradcam import compute_saliency, grid_text
 from neuro_ssl.interpret.native import to_native, write_saliency
 from neuro_ssl.interpret.regions import RegionSet, load_mask, load_regions, resample_labels, safe_region_name
-from neuro_ssl.interpret.summary import GroupMean, brain_mask, summarize_map, summary_table
+from neuro_ssl.interpret.summary import GroupMean, brain_mask, is_correct, summarize_map, summary_table, true_label
 
 
 @dataclass
@@ -47,6 +51,9 @@ class SaliencyOptions:
     regions_column: str | None = None
     brain_mask: Path | None = None
     cache_dir: Path | None = None
+    checks: bool = False  # the sanity checks, written to checks.json
+    compare: tuple | None = None  # (model, label) of a second model for the repeatability check
+    seed: int = 0
 
 
 @dataclass
@@ -59,6 +66,9 @@ class CohortSaliency:
     group_mean: Path | None = None
     regions_path: Path | None = None
     layer: str | None = None
+    warnings: list[str] = field(default_factory=list)  # maps that cannot localize anything
+    checks_path: Path | None = None
+    checks: dict | None = None
 
 
 @dataclass
@@ -70,6 +80,7 @@ class _Scan:
     paths: list[str]
     values: dict
     base_dir: Path | None = None
+    file_name: str = ""
     problem: str | None = None  # a manifest problem found while grouping, raised when explained
 
 
@@ -90,12 +101,13 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
     template_brain = load_mask(options.brain_mask) if options.brain_mask else None
     cache = VolumeCache(config, options.cache_dir)
     state = _CohortState(regions, options.regions_column)
-    rows, layer = [], None
+    checks = _cohort_checks(model, meta, options)
+    rows, results = [], []
     for scan in progress(scans):
         try:
             if scan.problem:
                 raise ManifestError(scan.problem)
-            row, layer = _explain_scan(model, meta, cache, scan, out_dir, options, state, template_brain)
+            row, result = _explain_scan(model, meta, cache, scan, out_dir, options, state, template_brain, checks)
         except NeuroSSLError as exc:
             if not options.skip_bad:
                 raise type(exc)(f"{_source(manifest)} row {scan.row}: {exc}") from None
@@ -103,14 +115,49 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
                                       f"{_source(manifest)} row {scan.row}: {' '.join(str(exc).split())}"))
             continue
         rows.append(row)
+        results.append(result)
     if not rows:
         raise ManifestError(f"{_source(manifest)}: no scan could be explained ({len(skipped)} skipped)")
     summary = summary_table(rows, state.region_names())
     summary_path = out_dir / "summary.csv"
     write_csv(summary_path, summary)
     write_skipped(out_dir, skipped)
-    return CohortSaliency(summary, summary_path, skipped, state.write_group_mean(out_dir),
-                          state.write_region_table(out_dir), layer)
+    warnings = map_warnings(results, config.shape, options.method)
+    out = CohortSaliency(summary, summary_path, skipped, state.write_group_mean(out_dir),
+                         state.write_region_table(out_dir), results[0].layer, warnings)
+    if checks is not None:
+        out.checks_path, out.checks = checks.write(out_dir, warnings)
+    return out
+
+
+def _cohort_checks(model, meta: dict, options: SaliencyOptions):
+    if not options.checks:
+        if options.compare is not None:
+            raise ConfigError("--compare-run is part of the sanity checks: add --checks")
+        return None
+    from neuro_ssl.interpret.sanity import CohortChecks
+
+    return CohortChecks(model, meta, options.method, options.n_steps, options.seed, options.compare)
+
+
+def map_warnings(results: list, input_shape, method: str = "gradcam") -> list[str]:
+    """Sentences for maps that cannot localize anything: a 1x1x1 layer, every map constant."""
+    warnings = []
+    first = results[0]
+    finer = ", ".join(f"{name} ({grid_text(grid)})" for name, grid in first.stage_grids.items()
+                      if math.prod(grid) > 1)
+    hint = f"; choose a finer layer with --layer: {finer}" if finer else ""
+    if first.layer_grid is not None and math.prod(first.layer_grid) == 1:
+        effect = ("a constant map that localizes nothing" if method == "gradcam" else
+                  "so the map is guided backpropagation alone, which ignores the model's weights (Adebayo et al. 2018)")
+        warnings.append(f"layer {first.layer} has a 1x1x1 grid on the {grid_text(input_shape)} model input: "
+                        f"Grad-CAM gives one value per scan there, {effect}{hint}")
+    n_constant = sum(r.constant for r in results)
+    if n_constant == len(results):
+        advice = hint if first.layer and not warnings else ""
+        warnings.append(f"every map is constant ({n_constant} of {len(results)} scans): the maps say nothing "
+                        f"about where the model looked{advice}")
+    return warnings
 
 
 class _CohortState:
@@ -127,6 +174,18 @@ class _CohortState:
     def region_names(self) -> list[str]:
         names = list(self.regions.names) if self.regions else []
         return names + ([self.column_name] if self.column_name and self.column_name not in names else [])
+
+    def masks_on(self, shape, affine, scan: _Scan) -> dict[str, np.ndarray]:
+        """{region: bool mask} on the grid (shape, affine), e.g. the model grid for the checks."""
+        masks: dict[str, np.ndarray] = {}
+        if self.regions is not None:
+            for layer, labels in zip(self.regions.layers, self.regions.labels_on(shape, affine)):
+                masks.update({name: labels == k for k, name in layer.names.items()})
+        if self.column:
+            mask = _row_mask(scan, self.column, shape, affine)
+            if mask is not None:
+                masks[self.column_name] = mask
+        return masks
 
     def measure(self, map_native, affine, brain, scan: _Scan) -> dict[str, float]:
         shares: dict[str, float] = {}
@@ -170,7 +229,7 @@ class _CohortState:
 
 
 def _explain_scan(model, meta, cache, scan: _Scan, out_dir: Path, options: SaliencyOptions,
-                  state: _CohortState, template_brain) -> tuple[dict, str | None]:
+                  state: _CohortState, template_brain, checks) -> tuple[dict, object]:
     from neuro_ssl.data.io import load_volume
 
     mask = scan.values.get("mask")
@@ -181,7 +240,7 @@ def _explain_scan(model, meta, cache, scan: _Scan, out_dir: Path, options: Salie
         classes=meta.get("classes"), task=meta.get("task", "classification"), n_steps=options.n_steps,
     )
     map_native = to_native(result.map, pre.affine, pre.native_shape, pre.native_affine)
-    path = out_dir / "maps" / saliency_file_name(scan)
+    path = out_dir / "maps" / scan.file_name
     write_saliency(map_native, pre.native_affine, path, like=scan.paths[0])
     image, _ = load_volume(scan.paths[0])
     if template_brain is not None:
@@ -189,12 +248,22 @@ def _explain_scan(model, meta, cache, scan: _Scan, out_dir: Path, options: Salie
     else:
         brain = brain_mask(image)
     state.group.add(map_native, pre.native_affine)
+    truth = true_label(scan.values.get(meta.get("label")), meta.get("classes"), meta.get("label"), meta.get("task"))
     row = {"subject_id": scan.subject_id, "session_id": scan.session_id, "image": scan.paths[0],
            "saliency": str(path.resolve()), "predicted": result.predicted,
-           "confidence": result.confidence, "modality": scan.modality, "target": result.target}
+           "confidence": result.confidence, "modality": scan.modality, "target": result.target,
+           "true_label": truth, "correct": is_correct(result.predicted, truth, meta.get("classes"), meta.get("task")),
+           "constant_map": "true" if result.constant else "false",
+           "layer_grid": grid_text(result.layer_grid) if result.layer_grid else ""}
     row.update(summarize_map(map_native, pre.native_affine, brain, options.threshold))
     row.update(state.measure(map_native, pre.native_affine, brain, scan))
-    return row, result.layer
+    if checks is not None:
+        grid_brain = None
+        if template_brain is not None:
+            grid_brain = resample_labels(template_brain[0], template_brain[1], result.map.shape, pre.affine) > 0
+        checks.add((scan.subject_id, scan.session_id), pre, result,
+                   state.masks_on(result.map.shape, pre.affine, scan), grid_brain)
+    return row, result
 
 
 def select_scans(manifest: pd.DataFrame, modalities: tuple[str, ...], options: SaliencyOptions) -> list[_Scan]:
@@ -214,8 +283,8 @@ def select_scans(manifest: pd.DataFrame, modalities: tuple[str, ...], options: S
     if not scans:
         raise ManifestError(f"{source}: no rows of modality {', '.join(modalities)} (the model's input)")
     base_dir = Path(source).parent if source != "manifest" else None
-    for scan in scans:
-        scan.base_dir = base_dir
+    for scan, name in zip(scans, saliency_file_names(scans)):
+        scan.base_dir, scan.file_name = base_dir, name
     return scans[: options.max_scans] if options.max_scans else scans
 
 
@@ -248,11 +317,29 @@ def _scan(idx, row, paths, modality) -> _Scan:
                  [str(p) for p in paths], row.to_dict())
 
 
-def saliency_file_name(scan: _Scan) -> str:
-    """``<subject>_<session>_<modality>_saliency.nii.gz`` with unsafe characters replaced."""
-    parts = [p for p in (scan.subject_id, scan.session_id, scan.modality) if p]
-    stem = "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-") for p in parts)
-    return f"{stem or f'row{scan.row}'}_saliency.nii.gz"
+def saliency_file_names(scans: list[_Scan]) -> list[str]:
+    """``<subject>_<session>_<modality>_saliency.nii.gz`` per scan, unique (ignoring case, for
+    macOS and Windows disks) and readable: accents are dropped (``sub-ä1`` -> ``sub-a1``), other
+    unsafe characters become ``-``, and ``_row<N>`` (the manifest row) is added where the safe
+    name differs from the raw ids or two names would collide, so no map overwrites another."""
+    raw = ["_".join(p for p in (s.subject_id, s.session_id, s.modality) if p) for s in scans]
+    safe = ["_".join(_safe_part(p) for p in (s.subject_id, s.session_id, s.modality) if _safe_part(p))
+            for s in scans]
+    names = [f"{stem}_row{s.row}" if stem != r else stem for stem, r, s in zip(safe, raw, scans)]
+    names = [name if name else f"row{s.row}" for name, s in zip(names, scans)]
+    for _ in range(len(names)):
+        counts = Counter(n.casefold() for n in names)
+        clashes = [i for i, n in enumerate(names) if counts[n.casefold()] > 1]
+        if not clashes:
+            break
+        for i in clashes:
+            names[i] = f"{names[i]}_row{scans[i].row}" if not names[i].endswith(f"_row{scans[i].row}") else f"{names[i]}_{i}"
+    return [f"{name}_saliency.nii.gz" for name in names]
+
+
+def _safe_part(text: str) -> str:
+    ascii_text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", ascii_text).strip("-.")
 
 
 def _row_mask(scan: _Scan, column: str, shape, affine) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,6 +32,8 @@ from torch import nn
 from neuro_ssl.errors import ConfigError
 
 METHODS = ("gradcam", "guided-gradcam", "integrated-gradients")
+#: modules whose output has no spatial grid left to explain, whatever its shape
+NON_SPATIAL = (nn.Linear, nn.Flatten, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool3d, nn.Identity)
 
 
 @dataclass
@@ -48,6 +50,22 @@ class SaliencyResult:
     confidence: float
     target: str
     layer: str | None
+    layer_grid: tuple[int, int, int] | None = None  # the explained layer's voxel grid
+    stage_grids: dict = field(default_factory=dict)  # {stage name: grid} of the spatial stages
+
+    @property
+    def constant(self) -> bool:
+        """True when the map holds one value everywhere (e.g. a 1x1x1 layer): it localizes nothing."""
+        return is_constant(self.map)
+
+
+def is_constant(saliency: np.ndarray) -> bool:
+    """One value everywhere, up to float32 rounding (an all-zero map included)."""
+    saliency = np.asarray(saliency)
+    if saliency.size == 0:
+        return True
+    high, low = float(saliency.max()), float(saliency.min())
+    return high - low <= 1e-6 * max(abs(high), abs(low), 1e-30)
 
 
 def find_layer(model: nn.Module, name: str | None = None) -> tuple[str, nn.Module]:
@@ -116,7 +134,12 @@ def compute_saliency(
     """Explain one volume ``image`` (C, X, Y, Z) on the model grid.
 
     ``task`` "classification": the map explains ``target`` (a class name or index; default the
-    predicted class); "regression": it explains the single output itself.
+    predicted class); "regression": it explains the single output itself. The result records the
+    explained layer's grid (``layer_grid``) and the grids of the stages one could choose instead.
+
+    Raises ConfigError for an unknown method, layer or target, and for a layer with no spatial
+    grid (a Linear such as ``head``, a global pooling such as ``avgpool``): Grad-CAM weighs the
+    channels of a spatial activation, and there is none there.
     """
     if method not in METHODS:
         close = difflib.get_close_matches(method, METHODS, n=1)
@@ -124,8 +147,8 @@ def compute_saliency(
         raise ConfigError(f"--method {method}: unknown{hint}; choose one of {', '.join(METHODS)}")
     x = _as_batch(image, model)
     model.eval()
-    with torch.no_grad():
-        logits = model(x)
+    layer_name, layer_module = find_layer(model, layer) if method != "integrated-gradients" else (None, None)
+    logits, grids, layer_grid = _forward_with_grids(model, x, layer_name, layer_module)
     if logits.dim() == 1:
         logits = logits[:, None]
     if task == "regression":
@@ -137,12 +160,71 @@ def compute_saliency(
         predicted = _class_name(classes, top)
         confidence = float(probs[top])
         target_name = _class_name(classes, index)
-    layer_name, layer_module = find_layer(model, layer) if method != "integrated-gradients" else (None, None)
     attribution = _attribute(model, x, method, layer_module, index, n_steps)
     saliency = attribution.detach().to(torch.float32).cpu().numpy()
     saliency = np.nan_to_num(saliency, nan=0.0, posinf=0.0, neginf=0.0)
     np.maximum(saliency, 0.0, out=saliency)
-    return SaliencyResult(saliency, predicted, confidence, target_name, layer_name)
+    return SaliencyResult(saliency, predicted, confidence, target_name, layer_name, layer_grid, grids)
+
+
+def spatial_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The stages a user can pick with ``--layer``: the children of the encoder's network (or of
+    the model) that hold a ``Conv3d`` (``conv1, layer1..layer4`` of a ResNet, ``conv0,
+    denseblock1..4, transition1..3`` of a DenseNet); a lone container is looked into."""
+    prefix, base = "", model
+    for attr in ("encoder", "net"):
+        if isinstance(getattr(base, attr, None), nn.Module):
+            prefix, base = f"{prefix}{attr}.", getattr(base, attr)
+    while True:
+        stages = [(f"{prefix}{n}", m) for n, m in base.named_children()
+                  if any(isinstance(sub, nn.Conv3d) for sub in m.modules())]
+        if len(stages) == 1 and any(True for _ in stages[0][1].children()):
+            prefix, base = stages[0][0] + ".", stages[0][1]
+            continue
+        return stages
+
+
+def _forward_with_grids(model, x, layer_name, layer_module):
+    """Logits, {stage: grid} of the spatial stages, and the explained layer's grid; refuses
+    (ConfigError) a layer with no spatial grid (a Linear, a global pooling, a flattened output)."""
+    stages = dict(spatial_stages(model))
+    watched = dict(stages)
+    if layer_module is not None:
+        watched[layer_name] = layer_module
+    shapes: dict[str, tuple | None] = {}
+
+    def hook_for(name):
+        def hook(_module, _inputs, output):
+            shapes[name] = tuple(output.shape) if torch.is_tensor(output) else None
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in watched.items()]
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    grids = {n: tuple(int(v) for v in shapes[n][2:]) for n in stages
+             if shapes.get(n) is not None and len(shapes[n]) == x.dim()}
+    if layer_module is None:
+        return logits, grids, None
+    shape = shapes.get(layer_name)
+    if shape is None or len(shape) != x.dim() or isinstance(layer_module, NON_SPATIAL):
+        raise ConfigError(_non_spatial_message(layer_name, layer_module, shape, grids))
+    return logits, grids, tuple(int(v) for v in shape[2:])
+
+
+def _non_spatial_message(name: str, module: nn.Module, shape, grids: dict) -> str:
+    what = f"output {tuple(shape)}" if shape is not None else "no tensor output"
+    choices = ", ".join(f"{n} ({grid_text(g)})" for n, g in grids.items()) or "none found: name a Conv3d layer"
+    return (f"--layer {name}: no spatial grid there ({type(module).__name__}, {what}); Grad-CAM needs a "
+            f"convolutional layer, choose one of: {choices}")
+
+
+def grid_text(grid) -> str:
+    """(2, 2, 2) -> ``2x2x2``."""
+    return "x".join(str(int(v)) for v in grid)
 
 
 def _attribute(model, x, method, layer_module, index, n_steps) -> torch.Tensor:

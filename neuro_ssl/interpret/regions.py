@@ -51,10 +51,12 @@ class RegionSet:
         return [name for layer in self.layers for name in layer.names.values()]
 
     def labels_on(self, shape, affine) -> list[np.ndarray]:
-        """Each layer's labels on the grid (shape, affine); the last grid asked is cached."""
+        """Each layer's labels on the grid (shape, affine); the last four grids asked are cached
+        (a scan's own grid and the model grid, which the checks use, alternate)."""
         key = (tuple(int(s) for s in shape), np.round(np.asarray(affine, dtype=np.float64), 6).tobytes())
         if key not in self._cache:
-            self._cache.clear()  # scans of one cohort usually share few grids; keep memory flat
+            while len(self._cache) >= 4:  # scans of one cohort usually share few grids; keep memory flat
+                self._cache.pop(next(iter(self._cache)))
             self._cache[key] = [resample_labels(l.labels, l.affine, shape, affine) for l in self.layers]
         return self._cache[key]
 

@@ -5,7 +5,11 @@ Per scan (all on the scan's own grid, after mapping back):
   (the seed project reported e.g. "28.10 % of the brain scan"); brain = a given mask, else the
   voxels brighter than a small fraction of the image's robust range;
 - the peak (argmax) as voxel indices ``peak_i, peak_j, peak_k`` and world millimetres
-  ``peak_x_mm, peak_y_mm, peak_z_mm`` (RAS+, through the scan's affine).
+  ``peak_x_mm, peak_y_mm, peak_z_mm`` (RAS+, through the scan's affine);
+- ``true_label`` (the model's label column in the manifest, as one of its classes) and
+  ``correct`` (``true``/``false``; empty for regression, a missing label or one in no class);
+- ``constant_map`` (``true`` when the map holds one value: it localizes nothing) and
+  ``layer_grid`` (the explained layer's grid, e.g. ``4x4x4``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,44 @@ SUMMARY_COLUMNS = (
     "subject_id", "session_id", "image", "saliency", "predicted", "confidence",
     "coverage_pct", "peak_x_mm", "peak_y_mm", "peak_z_mm",
 )
-EXTRA_COLUMNS = ("peak_i", "peak_j", "peak_k")
+EXTRA_COLUMNS = ("peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid")
+DIAGNOSIS_COLUMNS = ("diagnosis", "diagnosis_bl")
+
+
+def true_label(value, classes, label: str | None, task: str | None = "classification"):
+    """The manifest's label as the model sees it: the class it belongs to (``Dementia`` -> ``AD``
+    on diagnosis columns, ``EMCI`` -> ``MCI``), the raw value when it is in no class, the number
+    for regression, None when missing. Matches ``evaluation.labels.class_codes``."""
+    from neuro_ssl.data.manifest import diagnosis_matches
+
+    if label is None or value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip() == "":
+        return None
+    if task == "regression":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    for name in [str(c) for c in (classes or [])]:
+        if label in DIAGNOSIS_COLUMNS:
+            if diagnosis_matches(value, name):
+                return name
+        elif str(value).strip() == name or _same_number(value, name):
+            return name
+    return str(value).strip()
+
+
+def is_correct(predicted, truth, classes, task: str | None = "classification") -> str:
+    """``true``/``false`` when ``truth`` is one of the classes; empty otherwise (and for regression)."""
+    if task == "regression" or truth is None or str(truth) not in [str(c) for c in (classes or [])]:
+        return ""
+    return "true" if str(predicted) == str(truth) else "false"
+
+
+def _same_number(value, name: str) -> bool:
+    try:
+        return float(value) == float(name)
+    except (TypeError, ValueError):
+        return False
 
 
 def brain_mask(image: np.ndarray, fraction: float = 0.1) -> np.ndarray:
@@ -50,7 +91,7 @@ def summarize_map(
     """coverage_pct and the peak (voxel and mm) of one map on its own grid."""
     saliency = np.asarray(map_native, dtype=np.float32)
     peak_value = float(saliency.max()) if saliency.size else 0.0
-    out = {name: math.nan for name in ("peak_x_mm", "peak_y_mm", "peak_z_mm", *EXTRA_COLUMNS)}
+    out = {name: math.nan for name in ("peak_x_mm", "peak_y_mm", "peak_z_mm", "peak_i", "peak_j", "peak_k")}
     out["coverage_pct"] = coverage_pct(saliency, brain, threshold)
     if not peak_value > 0:
         return out
@@ -80,8 +121,12 @@ def summary_table(rows: Iterable[Mapping], region_names: Iterable[str] = ()) -> 
     """Rows (dicts) -> the summary DataFrame with the contract's columns in order."""
     region_columns = [f"region_{name}" for name in region_names]
     columns = [*SUMMARY_COLUMNS, *region_columns, *EXTRA_COLUMNS]
-    frame = pd.DataFrame([{c: row.get(c, math.nan) for c in columns} for row in rows], columns=columns)
+    frame = pd.DataFrame([{c: _cell(row.get(c, math.nan)) for c in columns} for row in rows], columns=columns)
     return frame
+
+
+def _cell(value):
+    return math.nan if value is None else value
 
 
 class GroupMean:

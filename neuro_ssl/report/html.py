@@ -14,6 +14,10 @@ threshold and opacity sliders) beside the static PNG montage. Everything is insi
 
 The full-resolution float32 maps are the NIfTI files linked from the table: the viewer's 8-bit
 copies are for looking, not for numbers (the viewer threshold is a fraction of each map's peak).
+
+The table shows the true label next to the prediction and marks wrong predictions (rows with
+``correct`` == ``false``); warnings (e.g. constant maps) head the page; the sanity checks
+(``checks.json``, when given) get their own section with a one-sentence reading of each.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from urllib.parse import quote
 import numpy as np
 
 from neuro_ssl._utils.files import write_text
+from neuro_ssl.report.montage import on_grid
 
 VolumeLoader = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
 MAX_VIEWERS = 12  # browsers cap live WebGL contexts (Chrome: 16); each viewer holds one
@@ -52,19 +57,25 @@ def write_review_page(out_dir: str | os.PathLike, rows: Sequence[Mapping], load_
                       title: str = "Saliency review",
                       notes: Sequence[str] = (), threshold: float = 0.5, opacity: float = 0.6,
                       radiological: bool = False, max_viewers: int = MAX_VIEWERS,
-                      max_viewer_voxels: int = MAX_VIEWER_VOXELS, file_name: str = "index.html") -> Path:
+                      max_viewer_voxels: int = MAX_VIEWER_VOXELS, file_name: str = "index.html",
+                      warnings: Sequence[str] = (), checks: Mapping | None = None) -> Path:
     """Write ``out_dir/index.html`` for ``rows`` (the summary rows, plus ``montage`` PNG paths).
 
-    Each row needs ``image`` and ``saliency`` (paths on one grid); ``subject_id``,
-    ``session_id``, ``predicted``, ``confidence``, ``coverage_pct``, ``peak_*_mm`` and
-    ``region_*`` are shown when present. ``load_volume(path) -> (array, affine)`` reads the
-    viewer scans (``neuro_ssl.data.io.load_volume``; report itself reads no image format).
+    Each row needs ``image`` and ``saliency`` (paths; a map on another grid than its scan is
+    resampled onto the scan's); ``subject_id``, ``session_id``, ``predicted``, ``true_label``,
+    ``correct``, ``confidence``, ``coverage_pct``, ``peak_*_mm`` and ``region_*`` are shown when
+    present. ``load_volume(path) -> (array, affine)`` reads the viewer scans
+    (``neuro_ssl.data.io.load_volume``; report itself reads no image format). ``warnings`` are
+    shown first; ``checks`` is the ``checks.json`` dictionary.
     """
     out_dir = Path(out_dir)
     page = out_dir / file_name
     rows = [dict(r) for r in rows]
     n_viewers = min(len(rows), max(int(max_viewers), 0))
-    parts = [_header(title, notes, len(rows), n_viewers, radiological), _summary_table(rows, page.parent)]
+    parts = [_header(title, notes, len(rows), n_viewers, radiological), _warnings(warnings)]
+    if checks:
+        parts.append(checks_section(checks))
+    parts.append(_summary_table(rows, page.parent))
     specs, data_blocks = [], []
     for index, row in enumerate(rows):
         interactive = index < n_viewers
@@ -136,9 +147,8 @@ def _nifti_gz(data: np.ndarray, affine: np.ndarray) -> bytes:
 
 def _viewer_data(index: int, row: Mapping, load_volume: VolumeLoader, max_voxels: int) -> tuple[dict, list[str]]:
     image, affine = load_volume(row["image"])
-    saliency, _ = load_volume(row["saliency"])
-    if np.shape(image) != np.shape(saliency):
-        raise ValueError(f"{row['saliency']}: not on the grid of {row['image']}")
+    saliency, saliency_affine = load_volume(row["saliency"])
+    saliency = on_grid(saliency, saliency_affine, np.shape(image), affine)
     scan_gz, map_gz, factor = viewer_volumes(image, saliency, affine, max_voxels)
     vid = f"viewer-{index}"
     spec = {"id": vid, "scan": f"{vid}-scan", "map": f"{vid}-map", "block": factor, "peak_mm": _peak_mm(row)}
@@ -175,17 +185,18 @@ def _header(title: str, notes: Sequence[str], n_rows: int, n_viewers: int, radio
 
 def _summary_table(rows: Sequence[Mapping], base: Path) -> str:
     regions = sorted({k for r in rows for k in r if k.startswith("region_")})
-    head = ["#", "subject", "session", "predicted", "confidence", "coverage %", "peak (x, y, z) mm",
+    head = ["#", "subject", "session", "predicted", "true label", "confidence", "coverage %", "peak (x, y, z) mm",
             *[r[len("region_"):] + " share" for r in regions], "map"]
     lines = ["<h2>Scans</h2>", '<div class="table-wrap"><table class="summary"><thead><tr>'
              + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
         peak = _peak_mm(row)
         cells = [f'<a href="#scan-{i}">{i + 1}</a>', _esc(row.get("subject_id")), _esc(row.get("session_id")),
-                 _esc(row.get("predicted")), _num(row.get("confidence"), 3), _num(row.get("coverage_pct"), 2),
-                 "" if peak is None else html.escape(", ".join(f"{v:.1f}" for v in peak)),
+                 _esc(row.get("predicted")), _truth_cell(row), _num(row.get("confidence"), 3),
+                 _num(row.get("coverage_pct"), 2), "" if peak is None else html.escape(", ".join(f"{v:.1f}" for v in peak)),
                  *[_num(row.get(r), 3) for r in regions], _link(row.get("saliency"), base, "NIfTI")]
-        lines.append("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
+        mark = ' class="wrong"' if _verdict(row) == "false" else ""
+        lines.append(f"<tr{mark}>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in cells) + "</tr>")
     lines.append("</tbody></table></div>")
     return "\n".join(lines)
 
@@ -195,8 +206,13 @@ def _scan_section(index: int, row: Mapping, base: Path, spec: dict | None, thres
     pred = f"predicted {_esc(row.get('predicted'))}"
     if _finite(row.get("confidence")):
         pred += f" ({float(row['confidence']):.3f})"
-    parts = [f'<section class="scan" id="scan-{index}"><h3>{html.escape(name or f"scan {index + 1}")}'
-             f' <span class="muted">· {pred}</span></h3><div class="pair">']
+    if _present(row.get("true_label")):
+        pred += f" · true {_esc(row.get('true_label'))}"
+    verdict = {"false": ' <span class="wrong-tag">✗ wrong prediction</span>',
+               "true": ' <span class="right-tag">✓ correct</span>'}.get(_verdict(row), "")
+    wrong = " wrong" if _verdict(row) == "false" else ""
+    parts = [f'<section class="scan{wrong}" id="scan-{index}"><h3>{html.escape(name or f"scan {index + 1}")}'
+             f' <span class="muted">· {pred}</span>{verdict}</h3><div class="pair">']
     if spec:
         note = f" (display copy averaged over {spec['block']}³ voxel blocks)" if spec["block"] > 1 else ""
         parts.append(
@@ -211,6 +227,83 @@ def _scan_section(index: int, row: Mapping, base: Path, spec: dict | None, thres
     links = [_link(row.get("saliency"), base, "saliency NIfTI"), _link(row.get("image"), base, "scan")]
     parts.append(f'</div><p class="muted">{" · ".join(l for l in links if l)}</p></section>')
     return "".join(parts)
+
+
+def _verdict(row: Mapping) -> str:
+    """``true``/``false`` from the row's ``correct`` (a string or a bool), else empty."""
+    value = row.get("correct")
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    return str(value).strip().lower() if _present(value) and str(value).strip().lower() in ("true", "false") else ""
+
+
+def _truth_cell(row: Mapping) -> str:
+    truth = _esc(row.get("true_label"))
+    verdict = _verdict(row)
+    if verdict == "false":
+        return f'<td class="wrong-cell">{truth} <span class="wrong-tag" title="wrong prediction">✗ wrong</span></td>'
+    if verdict == "true":
+        return f'<td>{truth} <span class="right-tag" title="correct prediction">✓</span></td>'
+    return f"<td>{truth}</td>"
+
+
+def _warnings(warnings: Sequence[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+    return f'<div class="warnings" id="warnings"><strong>Warning</strong><ul>{items}</ul></div>'
+
+
+def checks_section(checks: Mapping) -> str:
+    """The sanity checks (``checks.json``): a reading per check, then its numbers."""
+    readings = checks.get("readings") or {}
+    parts = ['<section class="checks" id="checks"><h2>Sanity checks</h2>',
+             f'<p class="muted">{_esc(checks.get("n_scans"))} scan(s), {_esc(checks.get("method"))}'
+             f'{" at " + html.escape(str(checks["layer"])) if checks.get("layer") else ""}, seed '
+             f'{_esc(checks.get("seed"))}; on the model grid, over brain voxels. See docs/saliency.md.</p>']
+    titles = {"randomization": "Cascading randomization (Adebayo et al., NeurIPS 2018)",
+              "localization": "Localization (Arun et al., Radiology: AI 2021)",
+              "deletion": "Deletion of the most salient voxels", "repeatability": "Repeatability across seeds"}
+    tables = {"randomization": _randomization_table, "localization": _localization_table,
+              "deletion": _deletion_table, "repeatability": _repeatability_table}
+    for key, title in titles.items():
+        if not checks.get(key):
+            continue
+        parts.append(f'<div class="check" id="check-{key}"><h3>{html.escape(title)}</h3>'
+                     f'<p class="reading">{_esc(readings.get(key))}</p>{tables[key](checks[key])}</div>')
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _small_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="summary"><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _randomization_table(entries) -> str:
+    rows = [[_esc(e.get("stage")), _num(e.get("spearman"), 3), _num(e.get("ssim"), 3), _esc(e.get("constant_maps"))]
+            for e in entries]
+    return _small_table(["re-initialized down to", "Spearman", "SSIM", "constant maps"], rows)
+
+
+def _localization_table(regions: Mapping) -> str:
+    rows = [[html.escape(str(name)), _num(v.get("share"), 3), _num(v.get("chance"), 3), _num(v.get("gain"), 2),
+             _num(v.get("auprc"), 3)] for name, v in regions.items()]
+    return _small_table(["region", "share", "chance", "gain", "AUPRC"], rows)
+
+
+def _deletion_table(deletion: Mapping) -> str:
+    rows = [[f"{html.escape(str(k))} %", _sig(v.get("salient_drop")), _sig(v.get("random_drop"))]
+            for k, v in deletion.items()]
+    return _small_table(["deleted", "drop (most salient)", "drop (random, mean of 5)"], rows)
+
+
+def _repeatability_table(rep: Mapping) -> str:
+    rows = [[_esc(r.get("subject_id")), _esc(r.get("session_id")), _num(r.get("spearman"), 3)]
+            for r in rep.get("per_scan", [])]
+    mean = f"{float(rep['mean']):.3f}" if _finite(rep.get("mean")) else "undefined"
+    return _small_table(["subject", "session", "Spearman"], rows) + f'<p class="muted">mean {mean}</p>'
 
 
 def _montage(path, base: Path, embed: bool) -> str:
@@ -246,6 +339,10 @@ def _finite(value) -> bool:
 
 def _num(value, digits: int) -> str:
     return f'<td class="num">{float(value):.{digits}f}</td>' if _finite(value) else "<td></td>"
+
+
+def _sig(value, digits: int = 3) -> str:
+    return f'<td class="num">{float(value):.{digits}g}</td>' if _finite(value) else "<td></td>"
 
 
 def _esc(value) -> str:

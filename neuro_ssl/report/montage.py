@@ -1,7 +1,8 @@
 """A static PNG per scan: axial, coronal and sagittal slices through the saliency peak.
 
 The scan is drawn in gray and the map in ``hot`` (only voxels above ``threshold`` x its peak,
-semi-transparent). Both are first put in the closest RAS voxel order (a flip/permutation of
+semi-transparent). A map on another grid than the scan (given with its own affine) is first
+resampled onto the scan's grid through the two affines (trilinear, zero outside the map). Both are first put in the closest RAS voxel order (a flip/permutation of
 axes, no resampling), so anatomy is upright whatever the file's orientation; an oblique scan is
 shown in its own voxel planes. Voxel sizes set the aspect ratio. The caption states the display
 convention: neurological (patient's left on the left of the picture) by default, radiological
@@ -98,9 +99,31 @@ def _side_labels(ax, view: str, radiological: bool) -> None:
     ax.text(0.98, 0.5, right, ha="right", **style)
 
 
+def on_grid(volume: np.ndarray, volume_affine: np.ndarray, shape, affine: np.ndarray) -> np.ndarray:
+    """``volume`` (on ``volume_affine``) sampled at every voxel of the grid (shape, affine):
+    trilinear, 0 outside; returned as is when the grids already agree."""
+    from scipy import ndimage
+
+    volume = np.asarray(volume)
+    if volume.shape == tuple(shape) and np.allclose(volume_affine, affine, atol=1e-4):
+        return volume
+    vox = np.linalg.inv(np.asarray(volume_affine, dtype=np.float64)) @ np.asarray(affine, dtype=np.float64)
+    return ndimage.affine_transform(volume.astype(np.float64), vox[:3, :3], offset=vox[:3, 3],
+                                    output_shape=tuple(int(s) for s in shape), order=1, mode="constant",
+                                    cval=0.0).astype(np.float32)
+
+
 def write_montage(image: np.ndarray, saliency: np.ndarray, affine: np.ndarray, out_png: str | os.PathLike,
-                  threshold: float = 0.5, radiological: bool = False, title: str = "") -> Path:
-    """Render the montage of a scan and its saliency map (arrays on one grid, ``affine``) to a PNG."""
+                  threshold: float = 0.5, radiological: bool = False, title: str = "",
+                  saliency_affine: np.ndarray | None = None) -> Path:
+    """Render the montage of a scan and its saliency map to a PNG.
+
+    The map lies on the scan's grid (``affine``), or on its own grid ``saliency_affine``, which
+    is then resampled onto the scan's; without ``saliency_affine`` the shapes must agree
+    (ValueError otherwise).
+    """
+    if saliency_affine is not None:
+        saliency = on_grid(saliency, saliency_affine, np.shape(image), affine)
     if np.shape(image) != np.shape(saliency):
         raise ValueError(f"scan {np.shape(image)} and saliency {np.shape(saliency)} are not on one grid")
     fig = render_montage(image, saliency, affine, threshold=threshold, radiological=radiological, title=title)

@@ -13,28 +13,29 @@ from neuro_ssl.cli.main import main
 EXPECTED_COLUMNS = [
     "subject_id", "session_id", "image", "saliency", "predicted", "confidence", "coverage_pct",
     "peak_x_mm", "peak_y_mm", "peak_z_mm", "region_everywhere", "region_far_away", "region_truth_region",
-    "peak_i", "peak_j", "peak_k",
+    "peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid",
 ]
 
 
-def _save_tiny_model(run_dir, task="classification"):
+def _save_tiny_model(run_dir, task="classification", seed=0, classes=("CN", "AD"), spacing_mm=2.0, side=32):
     """A random resnet10 whose first output weighs every (ReLU'd, >= 0) layer4 feature positively:
     Grad-CAM weights for it are all > 0, so its map cannot be all zero (a random head can be)."""
     from neuro_ssl.data.transforms import PreprocessConfig
     from neuro_ssl.models import build_encoder, save_model
     from neuro_ssl.models.heads import SupervisedModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = SupervisedModel(build_encoder("resnet10", 1, "group", width=0.25), 2 if task == "classification" else 1)
     with torch.no_grad():
         model.head.weight.abs_()
         model.head.bias.zero_()
         if task == "classification":
             model.head.weight[1].neg_()  # CN (index 0) is predicted, AD evidence is negative
-    config = PreprocessConfig(spacing_mm=(2.0, 2.0, 2.0), shape=(32, 32, 32))
-    meta = {"preprocess": config.to_dict(), "task": task, "label": "diagnosis", "mode": "scratch", "subjects": []}
+    config = PreprocessConfig(spacing_mm=(spacing_mm,) * 3, shape=(side,) * 3)
+    label = "diagnosis" if task == "classification" else "age"
+    meta = {"preprocess": config.to_dict(), "task": task, "label": label, "mode": "scratch", "subjects": []}
     if task == "classification":
-        meta["classes"] = ["CN", "AD"]
+        meta["classes"] = list(classes)
     return save_model(run_dir / "model.pt", model, meta)
 
 
@@ -52,7 +53,8 @@ def _region_folder(tmp_path, write_scan):
 
 def _manifest(tmp_path, scans, extra_rows=()):
     rows = [{"subject_id": s["subject_id"], "session_id": "bl", "image": str(s["path"].relative_to(tmp_path)),
-             "modality": "T1w", "diagnosis": "AD", "truth_region": str(s["region"].relative_to(tmp_path))}
+             "modality": "T1w", "diagnosis": s.get("diagnosis", "AD"), "age": 71.5,
+             "truth_region": str(s["region"].relative_to(tmp_path))}
             for s in scans]
     rows += list(extra_rows)
     path = tmp_path / "manifest.csv"
@@ -91,10 +93,17 @@ def test_cli_writes_maps_in_each_scans_own_space(tmp_path, two_scans, volumes, c
     assert {"mean_share", "chance_share", "n_scans"} <= set(regions.columns)
     assert regions.set_index("region").loc["everywhere", "chance_share"] == pytest.approx(1.0)
     assert not (out / "group_mean.nii.gz").exists()  # two native spaces: no voxelwise mean
+    # the tiny model predicts CN; both scans are AD; layer4 of a 32^3 input is one voxel
+    assert list(summary["true_label"]) == ["AD", "AD"] and list(summary["correct"]) == [False, False]
+    assert list(summary["layer_grid"]) == ["1x1x1"] * 2 and summary["constant_map"].all()
     page = (out / "index.html").read_text()
     assert 'id="viewer-0"' in page and 'id="viewer-1"' in page and "loadFromBase64" in page
+    assert page.count('<tr class="wrong">') == 2 and "✗ wrong prediction" in page and 'id="warnings"' in page
     printed = capsys.readouterr().out
     assert "2 scan(s)" in printed and "index.html" in printed
+    assert "warning: layer encoder.net.layer4 has a 1x1x1 grid" in printed and "encoder.net.layer1 (8x8x8)" in printed
+    assert "warning: every map is constant (2 of 2 scans)" in printed
+    assert not (out / "checks.json").exists()
 
 
 def test_group_mean_when_scans_share_a_grid_and_skip_bad(tmp_path, volumes, capsys):
@@ -157,6 +166,7 @@ def test_regression_model_explains_its_output(tmp_path, two_scans, capsys):
                  "--n-steps", "4"]) == 0, capsys.readouterr().err
     row = pd.read_csv(tmp_path / "sal" / "summary.csv").iloc[0]
     assert np.isfinite(float(row["predicted"])) and np.isnan(row["confidence"])
+    assert row["true_label"] == 71.5 and np.isnan(row["correct"]) and np.isnan(row["layer_grid"])
 
 
 def test_two_modality_model_maps_onto_the_first_modalitys_grid(tmp_path, two_scans, volumes):
@@ -205,3 +215,83 @@ def test_region_column_paths_survive_a_manifest_moved_by_split(tmp_path, two_sca
                  "--max-viewers", "0"]) == 0, capsys.readouterr().err
     share = pd.read_csv(tmp_path / "sal" / "summary.csv").loc[0, "region_truth_region"]
     assert 0.0 <= share <= 1.0
+
+
+def test_checks_with_colliding_names_on_different_grids_and_a_second_seed(tmp_path, two_scans, capsys):
+    """sub-ä1 and sub-ö1 (both 'sub--1' once made safe) on two grids: two maps, each on its scan's
+    grid, montages drawn; --checks writes checks.json and the page shows it."""
+    import json
+
+    _save_tiny_model(tmp_path / "run", spacing_mm=4.0, side=16)  # 16^3 keeps the 8 maps per scan cheap
+    _save_tiny_model(tmp_path / "run_seed1", seed=1, spacing_mm=4.0, side=16)
+    two_scans[0]["subject_id"], two_scans[1]["subject_id"] = "sub-ä1", "sub-ö1"
+    two_scans[1]["diagnosis"] = "CN"
+    out = tmp_path / "sal"
+    code = main(["saliency", "--run", str(tmp_path / "run"), "--manifest", str(_manifest(tmp_path, two_scans)),
+                 "--out", str(out), "--cache-dir", "none", "--layer", "encoder.net.layer1",
+                 "--regions-column", "truth_region", "--checks", "--compare-run", str(tmp_path / "run_seed1")])
+    assert code == 0, capsys.readouterr().err
+    summary = pd.read_csv(out / "summary.csv")
+    names = [p.rsplit("/", 1)[-1] for p in summary["saliency"]]
+    assert names == ["sub-a1_bl_T1w_row2_saliency.nii.gz", "sub-o1_bl_T1w_row3_saliency.nii.gz"]
+    for scan, row in zip(two_scans, summary.to_dict("records")):
+        written = nib.load(row["saliency"])
+        assert written.shape == scan["shape"] and np.allclose(written.affine, scan["affine"])
+        assert (out / "montages" / row["saliency"].rsplit("/", 1)[-1].replace(".nii.gz", ".png")).is_file()
+    assert list(summary["correct"]) == [False, True] and list(summary["layer_grid"]) == ["4x4x4"] * 2
+    checks = json.loads((out / "checks.json").read_text())
+    assert [e["stage"] for e in checks["randomization"]] == ["head", "layer4", "layer3", "layer2", "layer1", "stem"]
+    assert all(set(e) >= {"stage", "spearman", "ssim"} for e in checks["randomization"])
+    assert set(checks["localization"]["truth_region"]) >= {"share", "chance", "gain", "auprc"}
+    region = checks["localization"]["truth_region"]
+    assert region["gain"] == pytest.approx(region["share"] / region["chance"])
+    assert list(checks["deletion"]) == ["1", "2", "5", "10", "20"]
+    assert all(set(v) == {"salient_drop", "random_drop"} for v in checks["deletion"].values())
+    per_scan = checks["repeatability"]["per_scan"]
+    assert [r["subject_id"] for r in per_scan] == ["sub-ä1", "sub-ö1"]
+    assert -1 <= checks["repeatability"]["mean"] <= 1 and checks["warnings"] == []
+    assert set(checks["readings"]) == {"randomization", "localization", "deletion", "repeatability"}
+    page = (out / "index.html").read_text()
+    assert 'id="checks"' in page and 'id="check-randomization"' in page and 'id="check-repeatability"' in page
+    assert checks["readings"]["deletion"].split(":")[0] in page
+    printed = capsys.readouterr().out
+    assert "sanity checks:" in printed and "randomization:" in printed
+
+
+@pytest.mark.parametrize("layer", ["head", "avgpool", "encoder.net.avgpool"])
+def test_a_layer_without_a_spatial_grid_is_refused_in_one_line(tmp_path, two_scans, capsys, layer):
+    _save_tiny_model(tmp_path / "run")
+    code = main(["saliency", "--run", str(tmp_path / "run"), "--manifest", str(_manifest(tmp_path, two_scans[:1])),
+                 "--out", str(tmp_path / "sal"), "--cache-dir", "none", "--layer", layer])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "no spatial grid" in err and "encoder.net.layer3 (2x2x2)" in err and "encoder.net.layer1 (8x8x8)" in err
+    assert not (tmp_path / "sal").exists()
+
+
+@pytest.mark.parametrize("second, extra, message", [
+    (None, [], "--compare-run is part of the sanity checks: add --checks"),
+    (("CN", "MCI"), ["--checks"], "its classes (['CN', 'MCI']) differs"),
+])
+def test_compare_run_mistakes_are_one_line_errors(tmp_path, two_scans, capsys, second, extra, message):
+    _save_tiny_model(tmp_path / "run")
+    _save_tiny_model(tmp_path / "run2", seed=1, classes=second or ("CN", "AD"))
+    code = main(["saliency", "--run", str(tmp_path / "run"), "--manifest", str(_manifest(tmp_path, two_scans[:1])),
+                 "--out", str(tmp_path / "sal"), "--cache-dir", "none", "--compare-run", str(tmp_path / "run2"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "sal").exists()
+
+
+def test_map_file_names_are_unique_readable_and_deterministic():
+    from neuro_ssl.interpret.cohort import SaliencyOptions, select_scans
+
+    rows = pd.DataFrame({"subject_id": ["sub-ä1", "sub-ö1", "002_S_0295", "Sub-01", "sub-01", "x/y", "x/y"],
+                         "session_id": ["bl"] * 7, "image": [f"/d/{i}.nii.gz" for i in range(7)],
+                         "modality": ["T1w"] * 7}, index=range(2, 9))
+    names = [s.file_name for s in select_scans(rows, ("T1w",), SaliencyOptions())]
+    assert names == ["sub-a1_bl_T1w_row2_saliency.nii.gz", "sub-o1_bl_T1w_row3_saliency.nii.gz",
+                     "002_S_0295_bl_T1w_saliency.nii.gz",  # a safe id keeps its plain name
+                     "Sub-01_bl_T1w_row5_saliency.nii.gz", "sub-01_bl_T1w_row6_saliency.nii.gz",  # one on a macOS disk
+                     "x-y_bl_T1w_row7_saliency.nii.gz", "x-y_bl_T1w_row8_saliency.nii.gz"]
+    assert [s.file_name for s in select_scans(rows, ("T1w",), SaliencyOptions(max_scans=2))] == names[:2]

@@ -50,9 +50,10 @@ def test_summary_columns_are_exactly_the_contract():
     assert list(table.columns) == [
         "subject_id", "session_id", "image", "saliency", "predicted", "confidence", "coverage_pct",
         "peak_x_mm", "peak_y_mm", "peak_z_mm", "region_hippo", "region_ventricles", "peak_i", "peak_j", "peak_k",
+        "true_label", "correct", "constant_map", "layer_grid",
     ]
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == list(SUMMARY_COLUMNS)
-    assert list(table.columns[-3:]) == list(EXTRA_COLUMNS)
+    assert list(table.columns[-len(EXTRA_COLUMNS):]) == list(EXTRA_COLUMNS)
     assert table.loc[0, "subject_id"] == "011" and np.isnan(table.loc[0, "region_ventricles"])
 
 
@@ -68,3 +69,37 @@ def test_group_mean_only_for_one_shared_grid():
     shifted[0, 3] = 1.0
     group.add(np.ones((2, 2, 2)), shifted)
     assert group.result() is None
+
+
+@pytest.mark.parametrize("label, classes, values", [
+    ("diagnosis", ["CN", "AD"], ["CN", "Dementia", "AD", "ad", "MCI", None, ""]),
+    ("diagnosis", ["CN", "MCI", "AD"], ["EMCI", "LMCI", "NL", "Dementia"]),
+    ("site", ["A", "B"], ["A", " B ", "C"]),
+])
+def test_true_label_agrees_with_evaluations_class_matching(label, classes, values):
+    """The saliency summary names a row's class as evaluate and finetune do (an independent implementation)."""
+    import pandas as pd
+
+    from neuro_ssl.evaluation.labels import class_codes
+    from neuro_ssl.interpret.summary import is_correct, true_label
+
+    codes = class_codes(pd.Series([v if v not in ("", None) else None for v in values], dtype=object),
+                        tuple(classes), label)
+    for value, code in zip(values, codes):
+        got = true_label(value, classes, label)
+        if code >= 0:
+            assert got == classes[code], value
+            assert is_correct(classes[code], got, classes) == "true"
+            assert is_correct(classes[code - 1], got, classes) == "false"
+        else:
+            assert got is None or got not in classes, value
+            assert is_correct(classes[0], got, classes) == ""
+
+
+def test_true_label_for_regression_and_missing_columns():
+    from neuro_ssl.interpret.summary import is_correct, true_label
+
+    assert true_label("71.5", None, "age", "regression") == 71.5
+    assert true_label("n/a", None, "age", "regression") is None
+    assert true_label("AD", ["CN", "AD"], None) is None
+    assert is_correct(72.0, 71.5, None, "regression") == ""

@@ -102,3 +102,49 @@ def test_convention_is_stated(tmp_path, radiological, left_label):
     text = write_review_page(tmp_path, [_row(tmp_path, "s0", np.eye(4))], load_volume, radiological=radiological).read_text()
     assert f"{left_label} convention" in text
     assert f'"radiological": {"true" if radiological else "false"}' in text
+
+
+CHECKS = {
+    "n_scans": 2, "method": "gradcam", "layer": "encoder.net.layer3", "seed": 0,
+    "randomization": [{"stage": "head", "spearman": 0.61, "ssim": 0.5, "constant_maps": 0},
+                      {"stage": "stem", "spearman": 0.04, "ssim": 0.1, "constant_maps": 1}],
+    "localization": {"truth_region": {"share": 0.06, "chance": 0.02, "gain": 3.0, "auprc": 0.08, "n_scans": 2}},
+    "deletion": {"5": {"salient_drop": 0.12, "random_drop": 0.01}},
+    "repeatability": {"compare_run": "r2", "per_scan": [{"subject_id": "s0", "session_id": "bl", "spearman": 0.7}],
+                      "mean": 0.7},
+    "readings": {"randomization": "Reading <one>.", "deletion": "Reading two."},
+}
+
+
+def test_true_label_wrong_predictions_warnings_and_checks(tmp_path):
+    rows = [dict(_row(tmp_path, "s0", np.eye(4)), true_label="CN", correct="false"),
+            dict(_row(tmp_path, "s1", np.eye(4)), true_label="AD", correct=True),
+            dict(_row(tmp_path, "s2", np.eye(4)), true_label=float("nan"), correct=float("nan"))]
+    text = write_review_page(tmp_path, rows, load_volume, warnings=["every map is constant <x>"], checks=CHECKS,
+                             max_viewers=0).read_text()
+    assert "<th>true label</th>" in text
+    assert text.count('<tr class="wrong">') == 1 and text.count("✗ wrong prediction") == 1
+    assert 'class="scan wrong" id="scan-0"' in text and 'class="scan" id="scan-1"' in text
+    assert "· true CN" in text and "✓ correct" in text
+    assert 'id="warnings"' in text and "every map is constant &lt;x&gt;" in text
+    checks = text[text.index('id="checks"'):text.index("<h2>Scans</h2>")]
+    assert "Reading &lt;one&gt;." in checks and "Reading two." in checks
+    for part in ("check-randomization", "check-localization", "check-deletion", "check-repeatability"):
+        assert f'id="{part}"' in checks
+    assert "0.040" in checks and "3.00" in checks and "0.12<" in checks and "mean 0.700" in checks
+    assert 'id="checks"' not in write_review_page(tmp_path, rows, load_volume, file_name="b.html").read_text()
+
+
+def test_a_map_on_another_grid_is_shown_on_the_scans_grid(tmp_path):
+    row = _row(tmp_path, "s0", _oblique())
+    coarse = np.diag([2.0, 2.0, 2.0, 1.0])
+    coarse[:3, 3] = (_oblique() @ [5, 6, 4, 1.0])[:3] - 2.0
+    saliency = np.zeros((3, 3, 3), np.float32)
+    saliency[1, 1, 1] = 1.0  # this voxel sits at the world position of the scan's voxel (5, 6, 4)
+    nib.save(nib.Nifti1Image(saliency, coarse), str(tmp_path / "coarse.nii.gz"))
+    row["saliency"] = str(tmp_path / "coarse.nii.gz")
+    text = write_review_page(tmp_path, [row], load_volume).read_text()
+    embedded = _decode(base64.b64decode(re.search(r'id="viewer-0-map">([^<]+)<', text).group(1)))
+    data = np.asarray(embedded.dataobj)
+    assert np.allclose(embedded.affine, _oblique()) and embedded.shape == (12, 14, 10)
+    assert data[5, 6, 4] == 255 and (data == 255).sum() == 1

@@ -121,8 +121,14 @@ def _page(tmp_path: Path) -> Path:
         montage = write_montage(image, blob_map, affine, tmp_path / "montages" / f"{name}.png", title=name)
         rows.append({"subject_id": name, "session_id": "bl", "image": str(scan), "saliency": str(saliency),
                      "predicted": "AD", "confidence": 0.8, "coverage_pct": 5.0, "peak_x_mm": blob[0],
-                     "peak_y_mm": blob[1], "peak_z_mm": blob[2], "montage": str(montage)})
-    return write_review_page(tmp_path, rows, load_volume, notes=["browser test page"])
+                     "peak_y_mm": blob[1], "peak_z_mm": blob[2], "montage": str(montage),
+                     "true_label": "CN" if name == "sub-01" else "AD", "correct": name != "sub-01"})
+    checks = {"n_scans": 2, "method": "gradcam", "layer": "encoder.net.layer3", "seed": 0,
+              "randomization": [{"stage": "head", "spearman": 0.5, "ssim": 0.4, "constant_maps": 0},
+                                {"stage": "stem", "spearman": 0.05, "ssim": 0.1, "constant_maps": 0}],
+              "deletion": {"5": {"salient_drop": 0.1, "random_drop": 0.01}},
+              "readings": {"randomization": "Randomization reading.", "deletion": "Deletion reading."}}
+    return write_review_page(tmp_path, rows, load_volume, notes=["browser test page"], checks=checks)
 
 
 def _console_errors(events: list[dict]) -> list[str]:
@@ -157,7 +163,10 @@ def test_review_page_draws_viewers_without_errors(tmp_path):
             status = browser.send("Runtime.evaluate", {"expression": "document.body && document.body.dataset.status",
                                                        "returnByValue": True}, session=session)["result"].get("value")
         probe = ("JSON.stringify({body: Object.assign({}, document.body.dataset), viewers: "
-                 "Array.from(document.querySelectorAll('.viewer')).map(v => Object.assign({}, v.dataset))})")
+                 "Array.from(document.querySelectorAll('.viewer')).map(v => Object.assign({}, v.dataset)), "
+                 "checks: [document.getElementById('checks').getBoundingClientRect().height, "
+                 "document.getElementById('checks').innerText], "
+                 "wrong: getComputedStyle(document.querySelector('tr.wrong td')).backgroundColor})")
         state = json.loads(browser.send("Runtime.evaluate", {"expression": probe, "returnByValue": True},
                                         session=session)["result"]["value"])
         shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
@@ -177,3 +186,6 @@ def test_review_page_draws_viewers_without_errors(tmp_path):
         assert int(viewer["hotThreshold99"]) < hot / 4, viewer  # threshold slider trims it
         assert int(viewer["hotRestored"]) == hot, viewer
     assert (tmp_path / "screenshot.png").stat().st_size > 50_000
+    height, text = state["checks"]
+    assert height > 100 and "Randomization reading." in text and "Deletion reading." in text, state["checks"]
+    assert state["wrong"] not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)"), state["wrong"]  # wrong rows are tinted

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuro_ssl.report.montage import canonical, render_montage, write_montage
+from neuro_ssl.report.montage import canonical, on_grid, render_montage, write_montage
 
 
 def _las_scan(shape=(30, 36, 28), blob_mm=(-35.0, 10.0, 5.0)):
@@ -45,3 +45,24 @@ def test_write_montage_png_and_grid_check(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="not on one grid"):
         write_montage(image, saliency[:-1], affine, tmp_path / "y.png")
+
+
+def test_a_map_on_another_grid_is_resampled_onto_the_scans(tmp_path):
+    """The map given on its own (RAS, coarser, shifted) grid with its affine lands on the same
+    world position as the map drawn on the scan's LAS grid."""
+    blob = np.array([-20.0, 10.0, 5.0])
+    image, saliency, affine = _las_scan(blob_mm=tuple(blob))
+    ras = np.diag([3.0, 3.0, 3.0, 1.0])
+    ras[:3, 3] = (-40.0, -36.0, -36.0)
+    shape = (28, 26, 26)
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), axis=-1)
+    xyz = ijk @ ras[:3, :3].T + ras[:3, 3]
+    coarse = np.exp(-((xyz - blob) ** 2).sum(-1) / (2 * 5.0 ** 2)).astype(np.float32)
+    moved = on_grid(coarse, ras, image.shape, affine)
+    assert moved.shape == image.shape
+    peak_moved = affine @ np.array([*np.unravel_index(np.argmax(moved), moved.shape), 1.0])
+    assert np.linalg.norm(peak_moved[:3] - blob) <= 2.0
+    inside = saliency > 0.2
+    assert np.corrcoef(moved[inside], saliency[inside])[0, 1] > 0.98
+    png = write_montage(image, coarse, affine, tmp_path / "other_grid.png", saliency_affine=ras)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
