@@ -70,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{metrics['n']} scan(s) of {metrics['n_subjects']} subject(s); {level}% CI by subject bootstrap")
     for name in METRIC_NAMES[metrics["task"]]:
         print(f"  {name:>18}: {_fmt(metrics[name])}")
+    baseline = metrics.get("shortcut_baseline_auc")
+    if baseline:
+        print(f"  {'shortcut baseline':>18}: {_fmt(baseline) if baseline.get('value') is not None else 'undefined'}"
+              "  (AUC of trivial summaries of the same inputs: background, edges, intensity, volume)")
     if metrics["overlap_subjects"]:
         print(f"warning: --allow-overlap: {metrics['overlap_subjects']} subject(s) were seen in training")
     for message in metrics["rows_skipped"]:

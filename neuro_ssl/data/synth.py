@@ -12,7 +12,7 @@ every later stage can be checked against the truth:
   regions get truth masks of their own (``truth_cortex``, ``truth_ventricles``) and join the
   union (``truth_region``, ``truth/diagnosis_region.nii.gz``);
 - age: cortical thinning and ventricle growth, plus a per-subject offset so age is predictable
-  from the image but not exactly; diagnosis is correlated with age (AD ~4 years older on average)
+  from the image but not exactly; diagnosis is correlated with age (AD ~2.5 years older on average)
   but far from confounded, so the two effects are separable;
 - sites with different voxel sizes, axis orders (RAS, LAS, LPS, one oblique), contrasts,
   intensity scales, bias fields and noise, balanced against diagnosis (each group spread evenly
@@ -52,12 +52,13 @@ __all__ = ["make_cohort", "plan_cohort", "SubjectPlan", "SITES"]
 SITES = scanner.SITES
 CONFOUNDS = ("scanner",)
 #: confound="scanner": probability of being scanned on the low-contrast scanner B, by baseline group.
-SCANNER_B_SHARE = {"CN": 0.15, "MCI": 0.5, "AD": 0.85}
-#: scanner B's T1w grey, white matter and CSF levels (less contrast) and its noise relative to the site's.
-SCANNER_B_T1_MEANS = (0.70, 0.82, 0.42)
-SCANNER_B_NOISE_FACTOR = 2.0
+SCANNER_B_SHARE = {"CN": 0.05, "MCI": 0.5, "AD": 0.95}
+#: scanner B's T1w grey, white matter and CSF levels (little contrast: a poor sequence) and its
+#: noise relative to the site's.
+SCANNER_B_T1_MEANS = (0.78, 0.82, 0.62)
+SCANNER_B_NOISE_FACTOR = 4.0
 DIAGNOSIS_SHARES = {"CN": 0.4, "MCI": 0.3, "AD": 0.3}
-MEAN_AGE_BL = {"CN": 71.0, "MCI": 73.0, "AD": 75.0}
+MEAN_AGE_BL = {"CN": 72.0, "MCI": 73.0, "AD": 74.5}
 AGE_SD_YEARS = 7.5
 AGE_RANGE = (55.0, 88.0)
 _README = """\
@@ -95,7 +96,7 @@ planted region" can be computed per scan without any registration.
 
 sites.csv lists each site's grid, orientation, contrast, intensity scale, bias and noise; sites are
 balanced against diagnosis. With --confound scanner, the column 'scanner' says which scanner made
-each T1w scan: B has less grey/white contrast ({b_means}) and {b_noise:g}x the noise, and scans
+each T1w scan: B has little tissue contrast ({b_means}) and {b_noise:g}x the noise, and scans
 {b_ad:.0%} of AD, {b_mci:.0%} of MCI and {b_cn:.0%} of CN subjects: a shortcut planted on purpose.
 
 Manifest extras: MMSE, CDRSB, ADAS13 (follow severity and age; missing at a few visits), APOE4

@@ -7,6 +7,8 @@ The model's own meta decides the task, the label column, the classes and the pre
 a run is always scored the way it was trained. Subjects the model (or its encoder) was trained,
 validated or pretrained on are refused (:mod:`neuro_ssl.evaluation.leakage`). Every metric gets
 a 95% percentile bootstrap interval that resamples subjects (:mod:`neuro_ssl.evaluation.bootstrap`).
+Beside the model's AUC, ``shortcut_baseline_auc`` is what trivial summaries of the same input
+tensors reach on the same scans (:mod:`neuro_ssl.evaluation.audit`): what the network adds over them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from neuro_ssl._utils.files import write_csv, write_json
 from neuro_ssl.data.screening import screen_rows, write_skipped
 from neuro_ssl.evaluation import metrics as M
+from neuro_ssl.evaluation.audit import shortcut_baseline
 from neuro_ssl.evaluation.bootstrap import bootstrap_metrics
 from neuro_ssl.evaluation.inference import forward_dataset, make_dataset
 from neuro_ssl.evaluation.leakage import check_leakage
@@ -66,6 +69,8 @@ def evaluate_run(run: str | Path, manifest: pd.DataFrame, out_dir: str | Path, a
         result = _regression(scans, outputs[:, 0], out_dir, n_boot, seed, alpha)
     else:
         result = _classification(scans, outputs, spec.classes, out_dir, n_boot, seed, alpha)
+        result["shortcut_baseline_auc"] = shortcut_baseline(dataset, scans[TARGET], scans["subject_id"],
+                                                            n_boot=n_boot, seed=seed)
     metrics = {**result.pop("headline"), "task": spec.task, **common, **result}
     metrics = _json_safe(metrics)
     write_json(out_dir / "metrics.json", metrics)

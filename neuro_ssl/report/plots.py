@@ -112,3 +112,35 @@ def _categorical_scatter(ax, table: pd.DataFrame, categories: pd.Series) -> None
         keep = (categories == name).to_numpy()
         ax.scatter(table["map_x"][keep], table["map_y"][keep], s=12, label=str(name))
     ax.legend(fontsize=7, markerscale=1.2, loc="best")
+
+
+def plot_audit(audit_csv: str | Path, out_png: str | Path, title: str = "Shortcut audit",
+               threshold: float = 0.70) -> Path:
+    """Horizontal bars of each feature's cross-validated AUC (or R^2) with its 95 % interval.
+
+    Image summaries blue, covariates grey; dashed lines at chance (0.5) and at the shortcut
+    threshold. Reads ``audit.csv`` as ``neuro-ssl audit`` writes it.
+    """
+    table = pd.read_csv(audit_csv)
+    regression = bool((table["metric"] == "r2").all())
+    value = table["r2" if regression else "auc"].to_numpy(dtype=float)
+    low, high = table["ci_low"].to_numpy(dtype=float), table["ci_high"].to_numpy(dtype=float)
+    fig = _figure(6.4, 0.32 * len(table) + 1.4)
+    ax = fig.add_subplot(1, 1, 1)
+    order = np.arange(len(table))[::-1]
+    colours = ["#1f77b4" if k == "image" else "#8c8c8c" for k in table["kind"]]
+    ax.barh(order, value, color=colours, height=0.7)
+    err = np.vstack([np.clip(value - low, 0, None), np.clip(high - value, 0, None)])
+    ax.errorbar(value, order, xerr=np.nan_to_num(err), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+    ax.set_yticks(order)
+    ax.set_yticklabels(table["feature"], fontsize=8)
+    if regression:
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_xlabel("cross-validated R² (by subject)")
+    else:
+        ax.axvline(0.5, color="black", linewidth=0.8, linestyle=":")
+        ax.axvline(threshold, color="#d62728", linewidth=0.8, linestyle="--")
+        ax.set_xlim(0.0, 1.0)
+        ax.set_xlabel(f"cross-validated AUC (by subject); dashed: shortcut threshold {threshold:.2f}")
+    ax.set_title(title, fontsize=10)
+    return _save(fig, out_png)

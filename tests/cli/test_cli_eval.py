@@ -61,6 +61,10 @@ def test_evaluate_writes_every_artefact_with_numbers(study, tmp_path, capsys):
     assert len(predictions) == metrics["n"] and predictions["subject_id"].nunique() == metrics["n_subjects"]
     for png in ("roc.png", "confusion.png"):
         assert Image.open(out / png).format == "PNG"
+    baseline = metrics["shortcut_baseline_auc"]  # trivial summaries of the same inputs, same scans
+    assert "shortcut baseline" in printed
+    assert baseline["value"] is None or baseline["ci_low"] <= baseline["value"] <= baseline["ci_high"]
+    assert baseline["value"] is not None or "subjects" in baseline["note"]
 
 
 def test_leakage_is_refused_then_overridden_and_recorded(study, tmp_path, capsys):
