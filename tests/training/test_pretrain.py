@@ -89,19 +89,23 @@ def test_resume_mid_epoch_ends_bit_identical(manifest, cache_dir, tmp_path, monk
     config = _config(cache_dir, loss="yaware", meta=("age",), queue=8, momentum=0.9, epochs=2,
                      checkpoint_every=2, accumulate=1)
     pretrain(config, manifest, tmp_path / "straight")
-
+    per_epoch = int(pd.read_csv(tmp_path / "straight" / "metrics.csv")["step"].iloc[0])
+    assert per_epoch >= 4  # the cohort gives a second epoch with mid-epoch checkpoints in it
+    # the last checkpoint before the kill: mid-epoch 2, on a step that checkpoint_every=2 saves
+    saved = next(s for s in range(per_epoch + 3, per_epoch, -1) if s % 2 == 0)
     real_step = Pretrainer._optimizer_step
 
-    def dies_after_seven_steps(self, group, data):
-        if self.global_step == 7:  # 5 steps an epoch: checkpoints at steps 2, 4, 5 (epoch end) and 6
+    def dies_mid_second_epoch(self, group, data):
+        if self.global_step == per_epoch + 3:
             raise _Killed()
         return real_step(self, group, data)
 
-    monkeypatch.setattr(Pretrainer, "_optimizer_step", dies_after_seven_steps)
+    monkeypatch.setattr(Pretrainer, "_optimizer_step", dies_mid_second_epoch)
     with pytest.raises(_Killed):
         pretrain(config, manifest, tmp_path / "resumed")
     stopped_at = _weights(tmp_path / "resumed" / "checkpoint.pt")
-    assert (stopped_at["epoch"], stopped_at["step_in_epoch"], stopped_at["global_step"]) == (1, 1, 6)
+    assert (stopped_at["epoch"], stopped_at["step_in_epoch"], stopped_at["global_step"]) == \
+        (1, saved - per_epoch, saved)
     monkeypatch.setattr(Pretrainer, "_optimizer_step", real_step)
     pretrain(config, manifest, tmp_path / "resumed", resume=True)
 
