@@ -15,8 +15,8 @@ the same tensors; a mismatch stops the run. Timing: one warm-up call, then repet
 turn across the implementations (so a noisy machine slows all alike); ``ms`` is the fastest call
 (as ``timeit`` advises: the least disturbed one, robust on a shared machine), ``median_ms`` is kept too.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during one call, minus what was
-allocated before it. On the CPU torch keeps no such counter, so one extra call runs under
+Peak memory, taken during the warm-up call: on CUDA ``torch.cuda.max_memory_allocated`` minus
+what was allocated before it. On the CPU torch keeps no such counter, so that call runs under
 ``torch.profiler`` with ``profile_memory=True``: the peak of the running sum of its allocation
 and free events (torch's CPU allocator), plus the tracemalloc peak of the same call (numpy and
 Python objects: the published y-Aware kernel lives there). Inputs allocated beforehand are not
@@ -162,29 +162,38 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(fn, impl: Impl, inputs: dict, device) -> float:
+def first_call(fn, impl: Impl, inputs: dict, device, memory: bool):
+    """The warm-up call: (loss value, seconds, peak MB or None). With ``memory`` it is the measured
+    call (see the module docstring); its time, used only to size the repetitions, includes the
+    profiler's overhead then."""
     import torch
 
+    start = time.perf_counter()
+    if not memory:
+        value = call(fn, impl, inputs)
+        _sync(device)
+        return value, time.perf_counter() - start, None
     if device.type == "cuda":
         _sync(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
-        call(fn, impl, inputs)
+        value = call(fn, impl, inputs)
         _sync(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        return value, time.perf_counter() - start, (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         tracemalloc.start()
-        call(fn, impl, inputs)
+        value = call(fn, impl, inputs)
         numpy_peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
+    seconds = time.perf_counter() - start
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
     for _, nbytes in events:
         live += nbytes
         peak = max(peak, live)
-    return (peak + numpy_peak) / 2**20
+    return value, seconds, (peak + numpy_peak) / 2**20
 
 
 def time_group(impls: list[Impl], fns: dict, inputs: dict, args, device, warm_s: dict) -> dict[str, list[float]]:
@@ -206,7 +215,7 @@ def run_size(impls: list[Impl], batch: int, dtype_name: str, args, device) -> li
 
     dtype = getattr(torch, dtype_name)
     inputs = make_inputs(batch, dtype, device, args.seed)
-    rows, active, fns, values, grads, warm_s = [], [], {}, {}, {}, {}
+    rows, active, fns, values, grads, warm_s, peaks = [], [], {}, {}, {}, {}, {}
     for impl in impls:
         reason = impl.max_batch(batch, dtype_name) if impl.max_batch else None
         row = {"loss": impl.loss, "implementation": impl.name, "peer": impl.peer, "batch": batch,
@@ -215,10 +224,7 @@ def run_size(impls: list[Impl], batch: int, dtype_name: str, args, device) -> li
         if reason:
             continue
         fns[impl.name] = fn = impl.make()
-        start = time.perf_counter()
-        values[impl.name] = call(fn, impl, inputs)
-        _sync(device)
-        warm_s[impl.name] = time.perf_counter() - start
+        values[impl.name], warm_s[impl.name], peaks[impl.name] = first_call(fn, impl, inputs, device, not args.no_memory)
         grads[impl.name] = (inputs["z1"].grad.clone(), inputs["z2"].grad.clone())
         active.append(impl)
     for impl, row in zip(impls, rows):
@@ -232,8 +238,8 @@ def run_size(impls: list[Impl], batch: int, dtype_name: str, args, device) -> li
             row["ms"] = 1e3 * min(seconds[impl.name])
             row["median_ms"] = 1e3 * statistics.median(seconds[impl.name])
             row["reps"] = len(seconds[impl.name])
-            if not args.no_memory:
-                row["peak_mb"] = peak_memory_mb(fns[impl.name], impl, inputs, device)
+            if peaks[impl.name] is not None:
+                row["peak_mb"] = peaks[impl.name]
     return rows
 
 
