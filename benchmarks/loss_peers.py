@@ -98,7 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--min-seconds", type=float, default=1.0, help="timed seconds per implementation and size (at least 3 calls)")
     p.add_argument("--max-reps", type=int, default=30)
-    p.add_argument("--monai-max-gib", type=float, default=1.0,
+    p.add_argument("--monai-max-gib", type=float, default=0.5,
                    help="leave MONAI out where its (2B, 2B, D) tensor alone exceeds this")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     p.add_argument("--seed", type=int, default=0)
@@ -286,10 +286,8 @@ def main(argv=None) -> int:
             for batch in args.batch_sizes:
                 rows += run_size(group, batch, dtype, args, device)
                 print(f"[loss_peers] {loss} {dtype} B={batch} done", file=sys.stderr, flush=True)
-    table = pd.DataFrame(rows)
-    table["threads"] = torch.get_num_threads()
-    table["quick"] = args.quick
-    write_csv(args.out, table)
+                table = pd.DataFrame(rows).assign(threads=torch.get_num_threads(), quick=args.quick)
+                write_csv(args.out, table)  # after every size: an interrupted run keeps what it measured
     shown = [c for c in ("loss", "dtype", "batch", "implementation", "ms", "peak_mb", "rel_gap_to_same_definition",
                          "skipped") if c in table]
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
