@@ -13,6 +13,13 @@ $(VENV)/.installed: pyproject.toml
 	# torch first and pinned: here it resolves to the CPU wheel on disk
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e '.[dev]'
+	# The 'bench' extra (the loss peers of tests/losses/test_peers.py and benchmarks/), pinned as
+	# in pyproject.toml, WITHOUT their dependencies: lightly requires torchvision, but PyPI's
+	# torchvision does not import beside this CPU torch ("operator torchvision::nms does not
+	# exist") and its newest release would replace torch by a multi-GB CUDA build. The losses need
+	# only torch, numpy and scikit-learn (installed above); benchmarks/peers.py loads lightly's
+	# NTXentLoss module without the package __init__ files that import torchvision.
+	$(PIP) install --quiet --no-deps lightly==1.6.0 pytorch-metric-learning==2.9.0
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,6 +33,8 @@ test: setup
 bench: setup
 	$(PY) benchmarks/data_throughput.py
 	$(PY) benchmarks/pretrain_throughput.py
+	$(PY) benchmarks/loss_peers.py
+	$(PY) benchmarks/train_peers.py
 	$(PY) benchmarks/representation_quality.py
 
 clean:

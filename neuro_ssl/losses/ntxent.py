@@ -53,10 +53,16 @@ def split_queue(queue, dim: int) -> tuple[torch.Tensor | None, torch.Tensor | No
 class Candidates(NamedTuple):
     """Anchors are this rank's 2b rows [z1; z2]; candidate columns are [Z1; Z2; queue] over all ranks."""
 
-    log_prob: torch.Tensor  # (2b, 2N + n_queue): log_softmax of cos/T over the candidates, own column 0
-    self_col: torch.Tensor  # (2b,) column of each anchor itself (excluded from the softmax)
+    log_prob: torch.Tensor  # (2b, 2N + n_queue): log_softmax of cos/T over the candidates c != a
+    self_col: torch.Tensor  # (2b,) column of each anchor itself: excluded, give it weight 0
     positive_col: torch.Tensor  # (2b,) column of each anchor's other view
     n_anchors: int  # 2N, the number of anchors summed over ranks
+    offset: int  # this rank's first row in the global batch (0 in one process)
+
+
+#: an anchor's own logit goes this far below the lowest possible one (-1/T): its softmax term is
+#: exactly 0 (float32 and float64), and unlike -inf, weight 0 x its log-probability is 0, not NaN.
+SELF_MARGIN = 1000.0
 
 
 def contrastive_log_prob(z1, z2, temperature: float, gather: bool = False, queue_z=None) -> Candidates:
@@ -65,6 +71,8 @@ def contrastive_log_prob(z1, z2, temperature: float, gather: bool = False, queue
     z1, z2: (b, D) un-normalized. Computed in float32 at least, autocast disabled, so T = 0.01
     stays finite under bf16/fp16 AMP. With ``gather`` the candidates hold every rank's rows (with
     gradient) and the anchor columns are offset by this rank's first row in the global batch.
+    The own column holds a finite, hugely negative log-probability: callers give it weight 0.
+    1/T scales the anchors and the self logits are set in place: no extra (2b, C) copies.
     """
     check_views(z1, z2)
     dtype = torch.promote_types(z1.dtype, torch.float32)
@@ -79,16 +87,34 @@ def contrastive_log_prob(z1, z2, temperature: float, gather: bool = False, queue
         columns = [both_all[:, 0], both_all[:, 1]]
         if queue_z is not None:
             columns.append(F.normalize(queue_z.detach().to(device=z1.device, dtype=dtype), dim=1))
-        anchors = torch.cat([both[:, 0], both[:, 1]])
-        logits = anchors @ torch.cat(columns).T / temperature
+        anchors = torch.cat([both[:, 0], both[:, 1]]) / temperature
+        logits = anchors @ torch.cat(columns).T
         rows = torch.arange(2 * local_b, device=z1.device)
         own = torch.arange(local_b, device=z1.device) + offset
         self_col = torch.cat([own, own + n_global])
         positive_col = torch.cat([own + n_global, own])
-        logits = logits.index_put((rows, self_col), torch.tensor(-math.inf, dtype=dtype, device=z1.device))
+        excluded = torch.tensor(-1.0 / temperature - SELF_MARGIN, dtype=dtype, device=z1.device)
+        logits.index_put_((rows, self_col), excluded)
         log_prob = torch.log_softmax(logits, dim=1)
-        log_prob = log_prob.index_put((rows, self_col), torch.zeros((), dtype=dtype, device=z1.device))
-    return Candidates(log_prob, self_col, positive_col, 2 * n_global)
+    return Candidates(log_prob, self_col, positive_col, 2 * n_global, offset)
+
+
+def tile_weights(scan_weights: torch.Tensor, queue_weights: torch.Tensor | None, cand: Candidates) -> torch.Tensor:
+    """(2b, 2N + n_queue) weights in ``cand.log_prob``'s dtype, each anchor's own column 0.
+
+    Both views of a scan carry the same y or label, so the (b, N) ``scan_weights`` (this rank's
+    scans x all scans) fill the Z1 and Z2 columns of the z1 and z2 anchors alike (4x less work).
+    """
+    b, n = scan_weights.shape
+    weights = cand.log_prob.new_empty(cand.log_prob.shape)
+    weights[:b, :n] = scan_weights
+    weights[:b, n:2 * n] = scan_weights
+    if queue_weights is not None:
+        weights[:b, 2 * n:] = queue_weights
+    weights[b:] = weights[:b]
+    rows = torch.arange(2 * b, device=weights.device)
+    weights.index_put_((rows, cand.self_col), torch.zeros((), dtype=weights.dtype, device=weights.device))
+    return weights
 
 
 def mean_over_anchors(anchor_losses: torch.Tensor, n_anchors: int, gather: bool) -> torch.Tensor:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import torch
 
 from neuro_ssl.losses._dist import gather_rows, is_distributed
-from neuro_ssl.losses.ntxent import check_temperature, contrastive_log_prob, mean_over_anchors, split_queue
+from neuro_ssl.losses.ntxent import (
+    Candidates, check_temperature, contrastive_log_prob, mean_over_anchors, split_queue, tile_weights,
+)
 
 
 def labels_as_vector(labels, batch: int, name: str = "labels") -> torch.Tensor:
@@ -30,11 +32,21 @@ def labels_as_vector(labels, batch: int, name: str = "labels") -> torch.Tensor:
     return labels
 
 
-def supcon_weights(anchor_labels, cand_labels, self_col) -> torch.Tensor:
-    """(A, C) weights 1/|P(a)| on each anchor's positives (same label, not itself), 0 elsewhere."""
-    same = (anchor_labels[:, None] == cand_labels[None, :]).to(torch.float64)
-    same[torch.arange(same.shape[0], device=same.device), self_col] = 0.0
-    return same / same.sum(dim=1, keepdim=True)
+def supcon_weights(labels, labels_all, labels_queue, cand: Candidates) -> torch.Tensor:
+    """(2b, C) weights 1/|P(a)| on each anchor's positives (same label, not itself), 0 elsewhere.
+
+    |P(a)| = 2 x (scans of a's class over all ranks) - 1 (itself) + (queue entries of a's class);
+    counts are exact and 1/|P(a)| is correctly rounded in the log-probabilities' dtype.
+    """
+    dtype = cand.log_prob.dtype
+    same = labels[:, None] == labels_all[None, :]
+    counts = 2.0 * same.sum(dim=1, dtype=dtype) - 1.0
+    same_queue = None
+    if labels_queue is not None:
+        same_queue = (labels[:, None] == labels_queue[None, :]).to(dtype)
+        counts += same_queue.sum(dim=1)
+        same_queue /= counts[:, None]
+    return tile_weights(same.to(dtype).div_(counts[:, None]), same_queue, cand)
 
 
 def supcon_loss(z1, z2, labels, temperature: float = 0.1, gather: bool = False, queue=None) -> torch.Tensor:
@@ -44,13 +56,13 @@ def supcon_loss(z1, z2, labels, temperature: float = 0.1, gather: bool = False, 
     labels = labels_as_vector(labels, z1.shape[0]).to(z1.device)
     cand = contrastive_log_prob(z1, z2, temperature, gather, queue_z)
     labels_all = gather_rows(labels)[0] if gather else labels
-    columns = [labels_all, labels_all]
+    labels_queue = None
     if queue_z is not None:
         if queue_y is None:
             raise ValueError("SupCon with a queue needs the queue's labels: build MemoryQueue with y_dim=1")
-        columns.append(labels_as_vector(queue_y, queue_z.shape[0], "queue labels").to(z1.device))
-    weights = supcon_weights(torch.cat([labels, labels]), torch.cat(columns), cand.self_col)
-    anchor_losses = -(weights.to(cand.log_prob.dtype) * cand.log_prob).sum(dim=1)
+        labels_queue = labels_as_vector(queue_y, queue_z.shape[0], "queue labels").to(z1.device)
+    weights = supcon_weights(labels, labels_all, labels_queue, cand)
+    anchor_losses = -(weights * cand.log_prob).sum(dim=1)
     return mean_over_anchors(anchor_losses, cand.n_anchors, gather)
 
 

@@ -21,7 +21,9 @@ import math
 import torch
 
 from neuro_ssl.losses._dist import gather_rows, is_distributed
-from neuro_ssl.losses.ntxent import check_temperature, contrastive_log_prob, mean_over_anchors, split_queue
+from neuro_ssl.losses.ntxent import (
+    Candidates, check_temperature, contrastive_log_prob, mean_over_anchors, split_queue, tile_weights,
+)
 
 
 def covariates_as_matrix(y: torch.Tensor, batch: int, name: str = "y") -> torch.Tensor:
@@ -39,23 +41,32 @@ def rbf_kernel(y_a: torch.Tensor, y_b: torch.Tensor, sigma: float) -> torch.Tens
     """exp(-||y_a - y_b||^2 / (2 sigma^2)), (A, k) x (C, k) -> (A, C), in float64.
 
     Differences are divided by sigma before squaring: equal covariates give exactly 1 and tiny
-    sigma gives exactly 0 elsewhere, never 0/0.
+    sigma gives exactly 0 elsewhere, never 0/0. One (A, C) buffer, updated in place.
     """
-    scaled = (y_a[:, None, :] - y_b[None, :, :]) / sigma
-    return torch.exp(-0.5 * scaled.square().sum(dim=2))
+    out = None
+    for j in range(y_a.shape[1]):
+        term = (y_a[:, j, None] - y_b[None, :, j]).div_(sigma).square_()
+        out = term if out is None else out.add_(term)
+    return out.mul_(-0.5).exp_()
 
 
-def yaware_weights(y_anchor, y_cand, self_col, sigma: float, reference_compat: bool) -> torch.Tensor:
-    """Kernel weights (A, C) with each anchor's own column 0, normalized per anchor (default)
-    or, with ``reference_compat``, per column as the published code does (candidates = anchors there)."""
-    weights = rbf_kernel(y_anchor, y_cand, sigma)
-    rows = torch.arange(weights.shape[0], device=weights.device)
-    weights[rows, self_col] = 0.0
-    if not reference_compat:
-        return weights / weights.sum(dim=1, keepdim=True)
-    cand_kernel = rbf_kernel(y_cand, y_cand, sigma)
-    cand_kernel.fill_diagonal_(0.0)
-    return weights / cand_kernel.sum(dim=1)  # column l divided by the sum of (candidate) row l
+def yaware_weights(y, y_all, y_queue, cand: Candidates, sigma: float, reference_compat: bool) -> torch.Tensor:
+    """Kernel weights (2b, C) with each anchor's own column 0, normalized per anchor (default)
+    or, with ``reference_compat``, per column as the published code does (candidates = anchors there).
+
+    y (b, k) this rank's covariates, y_all (N, k) every rank's, y_queue (n_queue, k) or None.
+    """
+    kernel = rbf_kernel(y, y_all, sigma)
+    queue_kernel = rbf_kernel(y, y_queue, sigma) if y_queue is not None else None
+    if reference_compat:  # column l / sum of candidate row l: 2 * its row sum over [y_all; y_all] - itself (1)
+        all_kernel = kernel if y_all is y else rbf_kernel(y_all, y_all, sigma)
+        return tile_weights(kernel / (2.0 * all_kernel.sum(dim=1) - 1.0), None, cand)
+    own = torch.arange(y.shape[0], device=kernel.device) + cand.offset
+    row_sums = 2.0 * kernel.sum(dim=1) - kernel[torch.arange(y.shape[0], device=kernel.device), own]
+    if queue_kernel is not None:
+        row_sums += queue_kernel.sum(dim=1)
+        queue_kernel /= row_sums[:, None]
+    return tile_weights(kernel.div_(row_sums[:, None]), queue_kernel, cand)
 
 
 def yaware_loss(z1, z2, y, sigma: float = 5.0, temperature: float = 0.1, reference_compat: bool = False,
@@ -65,19 +76,18 @@ def yaware_loss(z1, z2, y, sigma: float = 5.0, temperature: float = 0.1, referen
     queue_z, queue_y = split_queue(queue, z1.shape[-1])
     if reference_compat and queue_z is not None:
         raise ValueError("reference_compat reproduces the published code, which has no queue: use one or the other")
-    y = covariates_as_matrix(y, z1.shape[0])
+    y = covariates_as_matrix(y, z1.shape[0]).to(z1.device)
     cand = contrastive_log_prob(z1, z2, temperature, gather, queue_z)
-    y_all = gather_rows(y.to(z1.device))[0] if gather else y
-    y_columns = [y_all, y_all]
+    y_all = gather_rows(y)[0] if gather else y
+    y_queue = None
     if queue_z is not None:
         if queue_y is None:
             raise ValueError("y-Aware with a queue needs the queue's covariates: build MemoryQueue with y_dim=k")
-        y_columns.append(covariates_as_matrix(queue_y, queue_z.shape[0], "queue y").to(z1.device))
-        if y_columns[-1].shape[1] != y.shape[1]:
-            raise ValueError(f"queue y has {y_columns[-1].shape[1]} columns but y has {y.shape[1]}")
-    y_cand = torch.cat(y_columns)
-    weights = yaware_weights(torch.cat([y, y]).to(z1.device), y_cand, cand.self_col, sigma, reference_compat)
-    anchor_losses = -(weights.to(cand.log_prob.dtype) * cand.log_prob).sum(dim=1)
+        y_queue = covariates_as_matrix(queue_y, queue_z.shape[0], "queue y").to(z1.device)
+        if y_queue.shape[1] != y.shape[1]:
+            raise ValueError(f"queue y has {y_queue.shape[1]} columns but y has {y.shape[1]}")
+    weights = yaware_weights(y, y_all, y_queue, cand, sigma, reference_compat)
+    anchor_losses = -(weights * cand.log_prob).sum(dim=1)
     scale = 2.0 if reference_compat else 1.0
     return scale * mean_over_anchors(anchor_losses, cand.n_anchors, gather)
 
