@@ -38,6 +38,9 @@ IMAGE_FEATURES = ("background_level", "fov_edge_mean", "foreground_mean", "foreg
 ALL_IMAGE = "all_image_summaries"
 #: an image summary this predictive (AUC) is named as a likely shortcut.
 SHORTCUT_AUC = 0.70
+#: summaries that describe acquisition and preprocessing only (the rest describe the brain's
+#: intensities, which real diffuse atrophy also moves).
+ACQUISITION_FEATURES = ("background_level", "fov_edge_mean")
 #: manifest columns taken as covariates: the canonical ones, then any whose name says scanner or field strength.
 BASE_COVARIATES = ("age", "sex", "site")
 _SCANNER_COLUMN = re.compile(r"scanner|manufacturer|fldstreng|field.?strength|magnet|mfr|model.?name|coil", re.I)
@@ -217,7 +220,11 @@ def verdict(table: pd.DataFrame, threshold: float = SHORTCUT_AUC) -> str:
         return f"audit (regression): {head}; compare with the model's own R^2"
     if len(found):
         named = ", ".join(f"{r.feature} (AUC {r.auc:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}])" for r in found.itertuples())
-        line = f"LIKELY SHORTCUT: {named} predict the label without looking at the brain's anatomy"
+        line = (f"LIKELY SHORTCUT: {named} predict the label without looking at the brain's anatomy; "
+                "a network can do as well from them")
+        if not found["feature"].isin(ACQUISITION_FEATURES).all():
+            line += (" (intensity summaries also move with real diffuse atrophy: the covariates and the "
+                     "saliency maps tell scanner from disease)")
     else:
         best = table[table["kind"] == "image"].sort_values("auc", ascending=False).head(1)
         line = (f"no likely shortcut: every image summary has AUC < {threshold:.2f} "
