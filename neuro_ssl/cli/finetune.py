@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--norm", choices=("batch", "group", "instance"), default="batch")
     net.add_argument("--width", type=_common.positive_float, default=1.0, help="encoder channel multiplier")
     _common.add_preprocess_arguments(net)
+    _common.add_frames(net)
 
     run_group = parser.add_argument_group("running")
     _common.add_seed(run_group)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from neuro_ssl.cli import _common
-from neuro_ssl.training.config import AMP_MODES, ARCHS, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
+from neuro_ssl.training.config import AMP_MODES, ARCHS, FRAMES, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
 
 _DEFAULTS = PretrainConfig()
 
@@ -78,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
                      help="projection MLP widths, the last is the embedding size")
     _common.add_preprocess_arguments(net, d.spacing_mm, d.shape, d.normalization, d.modalities, d.mask_background)
+    _common.add_frames(net, d.frames)
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")

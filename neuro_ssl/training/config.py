@@ -22,6 +22,8 @@ NORMS = ("batch", "group", "instance")
 OPTIMIZERS = ("adamw", "adam")
 AMP_MODES = ("none", "bf16", "fp16")
 MISSING_Y = ("fail", "skip")
+#: the same names as ``data.io.FRAMES`` (kept here so ``--help`` imports nothing heavy)
+FRAMES = ("single", "mean")
 #: keys config.yaml may also hold (where the data came from); not options of the computation
 RUN_KEYS = frozenset({"manifest", "val_manifest", "out", "resume", "config"})
 
@@ -75,6 +77,7 @@ class PretrainConfig:
     skip_bad: bool = False
     missing_y: str = "fail"
     log_every: int = 10                 # optimizer steps between TensorBoard scalars
+    frames: str = "single"              # preprocessing: "mean" averages the frames of a 4D file (dynamic PET)
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -103,9 +106,12 @@ class PretrainConfig:
 
     def preprocess_dict(self) -> dict[str, Any]:
         """The PreprocessConfig fields (later commands rebuild the same preprocessing from these)."""
-        return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
-                "normalization": self.normalization, "modalities": list(self.input_modalities),
-                "mask_background": bool(self.mask_background)}
+        out = {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
+               "normalization": self.normalization, "modalities": list(self.input_modalities),
+               "mask_background": bool(self.mask_background)}
+        if self.frames != "single":  # as PreprocessConfig.to_dict: earlier encoders' meta stays as it was
+            out["frames"] = self.frames
+        return out
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
@@ -126,6 +132,7 @@ class PretrainConfig:
         _choice("missing_y", self.missing_y, MISSING_Y)
         _choice("arch", self.arch, ARCHS)
         _choice("norm", self.norm, NORMS)
+        _choice("frames", self.frames, FRAMES)
         if self.loss in ("yaware", "supcon") and not self.meta:
             column = "age" if self.loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
