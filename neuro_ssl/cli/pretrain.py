@@ -1,4 +1,4 @@
-"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon, MoCo queue.
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue).
 
 Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
 TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
@@ -8,7 +8,7 @@ examples:
   neuro-ssl pretrain --manifest train.csv --out runs/simclr --loss simclr --epochs 100
   neuro-ssl pretrain --manifest train.csv --out runs/yaware --loss yaware --meta age --sigma 5 \\
       --val-manifest val.csv --amp bf16
-  neuro-ssl pretrain --manifest train.csv --out runs/moco --loss supcon --meta diagnosis --queue 1024
+  neuro-ssl pretrain --manifest train.csv --out runs/supcon_q --loss supcon --meta diagnosis --queue 1024
   torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
 """
 
@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="y-Aware kernel width, in the units of --meta (years for age)")
     obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature)
     obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
-                     help="MoCo memory of N keys from a momentum encoder (0: none)")
+                     help="momentum queue: the loss compares queries with a momentum encoder's keys and takes "
+                          "N past keys as extra candidates (SimCLR/y-Aware/SupCon with extra queue negatives; "
+                          "keys are anchors too, in-batch negatives stay: not MoCo's loss). 0: none")
     obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
     obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
                      help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")

@@ -41,7 +41,7 @@ class PretrainConfig:
     meta: tuple[str, ...] = ()          # covariate column(s) (yaware) or the label column (supcon)
     sigma: float = 5.0                  # RBF kernel width, in the units of the meta column(s)
     temperature: float = 0.1
-    queue: int = 0                      # MoCo memory size (0 = none); keys from a momentum encoder
+    queue: int = 0                      # momentum queue of extra candidates (0 = none): not MoCo's loss
     momentum: float = 0.99              # target-network EMA coefficient (with --queue)
     # network
     arch: str = "resnet18"
