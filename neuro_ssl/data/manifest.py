@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from neuro_ssl.data.io import VOLUME_SUFFIXES
 from neuro_ssl.errors import ManifestError
 
 CANONICAL_COLUMNS = ("subject_id", "session_id", "image", "modality", "age", "sex", "diagnosis", "site")
@@ -422,7 +423,6 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".hdr")
 
 
 def path_columns(df: pd.DataFrame) -> list[str]:
@@ -436,7 +436,7 @@ def path_columns(df: pd.DataFrame) -> list[str]:
         if col == "image" or not pd.api.types.is_string_dtype(df[col]):
             continue
         values = df[col].dropna().astype(str)
-        if len(values) and values.str.lower().str.endswith(_VOLUME_SUFFIXES).all():
+        if len(values) and values.str.lower().str.endswith(VOLUME_SUFFIXES).all():
             cols.append(col)
     return cols
 
