@@ -13,8 +13,8 @@ examples:
       --arch resnet18 --spacing 2 --shape 96,112,96
   neuro-ssl finetune --manifest train.csv --encoder runs/yaware/encoder.pt --out runs/brain_age \\
       --mode full --label age
-  neuro-ssl finetune --manifest all.csv --encoder runs/yaware/encoder.pt --out runs/cv --mode linear \\
-      --classes CN,AD --folds 5
+  neuro-ssl finetune --manifest unseen.csv --encoder runs/yaware/encoder.pt --out runs/cv --mode linear \\
+      --classes CN,AD --folds 5     # unseen.csv: subjects the encoder was not pretrained on
 """
 
 from __future__ import annotations
