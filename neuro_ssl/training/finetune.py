@@ -183,7 +183,7 @@ def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:
     return dataclasses.replace(config, arch=encoder.arch, norm=encoder.norm, width=float(encoder.width),
                                spacing_mm=tuple(pre.spacing_mm), shape=tuple(pre.shape),
                                normalization=pre.normalization, modalities=tuple(pre.modalities),
-                               mask_background=pre.mask_background)
+                               mask_background=pre.mask_background, frames=pre.frames)
 
 
 def _model_meta(config, spec: LabelSpec, net: _Network, train, val, budget, trainer) -> dict:
