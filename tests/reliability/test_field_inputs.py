@@ -96,7 +96,10 @@ def test_pretrain_reads_what_validate_passes(field, base_rows, tmp_path):
             "--cache-dir", "none", "--frames", "mean"]
     result = run_cli(argv)
     assert result.code == 0, result.err[-2000:]
-    assert (tmp_path / "run" / "encoder.pt").is_file()
+    from neuro_ssl.models import load_encoder
+
+    _, meta = load_encoder(tmp_path / "run" / "encoder.pt")
+    assert meta["preprocess"]["frames"] == "mean"  # later commands read it from here
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune"])
