@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from neuro_ssl.errors import ConfigError
 
-LOSSES = ("simclr", "yaware", "supcon")
+LOSSES = ("simclr", "yaware", "supcon", "moco")
 #: the same names as ``models.encoders.ARCHS`` / ``NORMS`` (kept here so ``--help`` imports no torch)
 ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121")
 NORMS = ("batch", "group", "instance")
@@ -136,6 +136,9 @@ class PretrainConfig:
         if self.loss in ("yaware", "supcon") and not self.meta:
             column = "age" if self.loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
+        if self.loss == "moco" and int(self.queue) < 1:
+            raise ConfigError("--loss moco needs --queue N, the number of past keys kept as negatives "
+                              "(MoCo used 65536 on ImageNet; keep it below the number of training scans)")
         if self.loss == "supcon" and len(self.meta) != 1:
             raise ConfigError(f"--loss supcon takes one label column in --meta, got {','.join(self.meta)}")
         _positive("sigma", self.sigma)
