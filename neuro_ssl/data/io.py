@@ -98,16 +98,22 @@ def read_volume(path: str | os.PathLike, frames: str = "single") -> tuple[np.nda
     return np.asarray(data, dtype=np.float32), affine, info
 
 
-def load_volume(path: str | os.PathLike, frames: str = "single") -> tuple[np.ndarray, np.ndarray]:
+def load_volume(path: str | os.PathLike, frames: str = "single", role: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3D volume as a float32 array and its 4x4 voxel-to-RAS+ (mm) affine.
 
     The file checks of :func:`read_volume`, without the voxel-value and geometry checks (a
     saliency map or a mask may be all zero). Raises :class:`ImageError` (one line naming the
-    file) when the file cannot be read or is not a single 3D volume of grey levels.
+    file) when the file cannot be read or is not a single 3D volume of grey levels; ``role``
+    (e.g. ``"mask"``) starts the message, for a file that is not a scan.
     """
     path = Path(path)
-    data, affine, _, _ = _read(path)
-    data = _as_3d(data, path, frames)
+    try:
+        data, affine, _, _ = _read(path)
+        data = _as_3d(data, path, frames, hint=role is None)
+    except ImageError as exc:
+        if role is None:
+            raise
+        raise ImageError(f"{role} {exc}") from None
     return np.asarray(data, dtype=np.float32), affine
 
 
@@ -221,7 +227,7 @@ def _check_file(path: Path) -> None:
         raise ImageError(f"{path}: the file is gzip-compressed although named {suffix} ({fix})")
 
 
-def _as_3d(data: np.ndarray, path: Path, frames: str = "single") -> np.ndarray:
+def _as_3d(data: np.ndarray, path: Path, frames: str = "single", hint: bool = True) -> np.ndarray:
     """Squeeze trailing singleton dimensions past the third; average frames with ``frames="mean"``;
     refuse 2D and multi-volume data."""
     if frames not in FRAMES:
@@ -234,7 +240,7 @@ def _as_3d(data: np.ndarray, path: Path, frames: str = "single") -> np.ndarray:
     if data.ndim > 3:
         extra = int(np.prod(data.shape[3:]))
         hint = ("; a dynamic PET? --frames mean averages its frames into one volume"
-                if data.ndim == 4 and frames != "mean" else "")
+                if hint and data.ndim == 4 and frames != "mean" else "")
         raise ImageError(f"{path}: {data.ndim}D image with {extra} volumes ({_fmt_shape(shape)}); "
                          f"expected one 3D volume{hint}")
     if data.ndim < 3 or min(data.shape) < 2:

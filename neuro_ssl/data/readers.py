@@ -29,23 +29,25 @@ class VolumeReader(ImageReader):
             (dynamic PET), as ``io.read_volume`` does.
         check_values: the voxel-value and geometry checks of ``io.read_volume`` (NaN/Inf,
             constant, absurd affine); off (``io.load_volume``) for brain masks, which are binary.
+        role: a name for the file in messages when it is not a scan (``"mask"``).
     Claims every file name, so that an unknown suffix is reported by ``io`` in its own words
     instead of falling through to another MONAI reader. A list of paths stacks the files as
     channels (they must share one voxel grid), as MONAI readers do. Raises
     :class:`~neuro_ssl.errors.ImageError` (one line naming the file) for an unusable file.
     """
 
-    def __init__(self, frames: str = "single", check_values: bool = True):
+    def __init__(self, frames: str = "single", check_values: bool = True, role: str | None = None):
         super().__init__()
         self.frames = frames
         self.check_values = bool(check_values)
+        self.role = role
 
     def verify_suffix(self, filename) -> bool:
         return True
 
     def read(self, data, **kwargs) -> Any:
         read = (lambda name: io.read_volume(name, self.frames)[:2]) if self.check_values else \
-            (lambda name: io.load_volume(name, self.frames))
+            (lambda name: io.load_volume(name, self.frames, self.role))
         volumes = [(*read(str(name)), str(name)) for name in ensure_tuple(data)]
         return volumes if len(volumes) > 1 else volumes[0]
 

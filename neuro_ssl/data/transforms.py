@@ -364,7 +364,7 @@ def _loader(key: str = "image", frames: str = "single"):
     from neuro_ssl.data.readers import VolumeReader
 
     load = LoadImaged(keys=key, image_only=True, dtype=np.float32)
-    load.register(VolumeReader(frames) if key == "image" else VolumeReader(check_values=False))
+    load.register(VolumeReader(frames) if key == "image" else VolumeReader(check_values=False, role=key))
     return load
 
 
