@@ -21,7 +21,7 @@ repository's, and ``runs/ad_full`` (a small fine-tuned model for docs/saliency.m
 
 Sizes (a faithful size-reduced variant, the only change to a documented line): the flags in
 ``SIZE_FLAGS`` are appended to that command's arguments, and argparse keeps the last value, so
-``--epochs 50`` in a doc runs as ``--epochs 1`` on 16^3 voxels of 8 mm with a quarter-width
+``--epochs 50`` in a doc runs as ``--epochs 1`` on 24^3 voxels of 8 mm with a quarter-width
 ResNet10, and ``neuro-ssl demo`` runs at ``--size tiny``. Everything else is the line as written.
 
 Not run (``EXCLUDED``, each with its reason): ``make test`` (this suite), ``make demo`` (the
@@ -51,7 +51,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROGRAMS = ("neuro-ssl", "make", "torchrun", "python", ".venv/bin/python")
 RUN_FENCES = ("", "bash", "sh", "shell", "console")
-_NET = ["--arch", "resnet10", "--width", "0.25", "--spacing", "8", "--shape", "16,16,16"]
+_NET = ["--arch", "resnet10", "--width", "0.25", "--spacing", "8", "--shape", "24,24,24"]
 SIZE_FLAGS = {
     "pretrain": [*_NET, "--proj-dims", "16,8", "--epochs", "1", "--batch-size", "4", "--workers", "0"],
     "finetune": [*_NET, "--epochs", "1", "--workers", "0", "--n-boot", "20"],
