@@ -11,7 +11,7 @@ unrelated ages and the margin would vanish.
 
 Measured with this file's protocol (``ordering_maes``) for seeds 0-4 (cohort seed 11 + seed,
 training seed = seed; OMP_NUM_THREADS=2 on CPU-2, 2026-11-29), ridge MAE in years, untrained ->
-y-Aware: 6.75 -> 2.76, 6.26 -> 3.47, 6.51 -> 3.22, 6.26 -> 2.85, 7.08 -> 1.96 (``MEASURED``).
+y-Aware: 6.75 -> 2.76, 6.26 -> 3.47, 6.51 -> 3.22, 6.26 -> 2.85, 7.08 -> 1.96.
 The smallest gap, 2.79 years, is well above the 1-year margin asserted.
 
 Not asserted (issue 11, point 9): anything about held-out subjects or SimCLR. The earlier version
@@ -41,8 +41,6 @@ SEED = 0
 N_SUBJECTS = 48
 COHORT_SEED = 11
 MARGIN_YEARS = 1.0
-#: (seed, untrained MAE, y-Aware MAE) measured with ordering_maes on CPU-2; see the module docstring
-MEASURED = ((0, 6.749, 2.762), (1, 6.264, 3.474), (2, 6.508, 3.217), (3, 6.262, 2.854), (4, 7.079, 1.958))
 #: intensity views and cutout only: the resampling steps (crop, affine) cost most of the data time
 LIGHT_VIEWS = {"crop_scale": [1.0, 1.0], "affine": 0.0, "bias_field": 0.0, "blur": 0.0}
 SETTINGS = dict(arch="resnet10", width=0.25, norm="batch", proj_dims=(64, 32), spacing_mm=(8.0, 8.0, 8.0),
@@ -65,12 +63,6 @@ def ordering_maes(work: Path, seed: int = SEED) -> dict[str, float]:
     ages, subjects = probe.manifest["age"].to_numpy(float), probe.manifest["subject_id"].to_numpy()
     return {name: ridge_age_mae(embed_dataset(encoder, probe.dataset, batch_size=16), ages, subjects)
             for name, encoder in (("untrained", untrained), ("yaware", yaware))}
-
-
-def test_the_measured_seeds_clear_the_margin():
-    """The assertion below is only as good as its margin over seeds: keep MEASURED honest."""
-    assert len({seed for seed, _, _ in MEASURED}) == 5
-    assert min(untrained - yaware for _, untrained, yaware in MEASURED) > 2 * MARGIN_YEARS
 
 
 def test_yaware_pretraining_puts_age_into_the_embedding(tmp_path):
