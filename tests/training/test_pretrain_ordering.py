@@ -18,10 +18,10 @@ Not asserted (issue 11, point 9): anything about held-out subjects or SimCLR. Th
 of this test asserted that SimCLR's and y-Aware's embeddings beat the untrained encoder on 112
 held-out subjects; at this scale those differences are a few tenths of a year either way and
 flip with the seed and the CPU thread count (a fresh clone failed with SimCLR 5.44 vs untrained
-5.20; rerun here at seed 0, on the synthetic cohort before its 0.2 rewrite: y-Aware 5.32 vs untrained
-5.20 on held-out subjects, while on its
-own scans y-Aware reached 2.51 against 5.79). benchmarks/representation_quality.py measures the
-held-out question at a scale where it has an answer.
+5.20; rerun here at seed 0, on the synthetic cohort before its 0.2 rewrite: y-Aware 5.32 vs
+untrained 5.20 on held-out subjects, while on its own scans y-Aware reached 2.51 against 5.79).
+benchmarks/representation_quality.py measures the held-out question at a scale where it has an
+answer.
 """
 
 from __future__ import annotations
