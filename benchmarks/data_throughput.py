@@ -6,13 +6,17 @@ then, for the same files and the same transforms (``build_preprocess`` with the 
 
 - plain:  ``monai.data.Dataset`` running the chain on the .nii.gz every epoch;
 - cached cold: ``ManifestDataset`` with an empty cache (first epoch: preprocess + write);
-- cached warm: the same with the cache filled (what every later epoch and command sees).
+- cached warm: the same with the cache filled (what every later epoch and command sees);
+- cached warm, mtime keys: the same, keyed on path + size + mtime (``content_hash=False``)
+  instead of a SHA-256 of each file's bytes (the default), in a cache of its own filled by an
+  untimed first pass: what content keys cost (each file is hashed once per worker process).
 
 Each phase runs in its own subprocess, so its peak memory (the process's high-water mark, and
 the largest DataLoader worker's) is its own. Augmentation is left out on purpose: it belongs to
 ``pretrain_throughput.py``. Prints a table, writes ``benchmarks/results/data_throughput.csv``,
 and ends with ``ratio <cached/plain>``: warm-cache volumes/s over plain volumes/s, summed over
-both voxel sizes (total volumes / total seconds of each pipeline).
+both voxel sizes (total volumes / total seconds of each pipeline), then
+``ratio content_hash <warm/warm mtime>``: the same for content keys over mtime keys (1.0 = free).
 
     python benchmarks/data_throughput.py [--subjects 20] [--epochs 3] [--workers 2] [--quick]
 """
@@ -31,7 +35,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "data_throughput.csv"
 VOXEL_SIZES_MM = (1.0, 1.5)
-PHASES = ("plain", "cached_cold", "cached_warm")
+PHASES = ("plain", "cached_cold", "cached_warm", "cached_warm_mtime")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -107,7 +111,12 @@ def run_phase(args) -> None:
         dataset = Dataset([{"image": p} for p in manifest["image"]],
                           transform=Compose([build_preprocess(config), _as_plain_item]))
     else:
-        dataset = ManifestDataset(manifest, config, cache_dir=args.cache, columns=())
+        cache = args.cache.with_name(args.cache.name + "_mtime") if args.phase == "cached_warm_mtime" else args.cache
+        dataset = ManifestDataset(manifest, config, cache_dir=cache, columns=())
+        if args.phase == "cached_warm_mtime":
+            dataset.cache.content_hash = False
+            for i in range(len(dataset)):  # untimed fill of its own cache
+                dataset.preprocessed(i)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=args.workers,
                                          persistent_workers=args.workers > 0)
     epochs = 1 if args.phase == "cached_cold" else args.epochs
@@ -167,6 +176,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             cache = work / f"cache_{voxel_mm:g}mm"
             shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(cache.with_name(cache.name + "_mtime"), ignore_errors=True)
             for phase in PHASES:
                 result = measure(phase, manifest, cache, args)
                 rows.append({"voxel_mm": voxel_mm, "phase": phase, **result,
@@ -182,6 +192,7 @@ def main(argv=None) -> int:
     totals = table.groupby("phase")[["volumes", "seconds"]].sum()
     rate = totals["volumes"] / totals["seconds"]
     print(f"ratio {rate['cached_warm'] / rate['plain']:.2f}")
+    print(f"ratio content_hash {rate['cached_warm'] / rate['cached_warm_mtime']:.2f}")
     return 0
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: data the tests need lives in the repository (tests/fixtures/README.md says where it comes from)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def pytest_configure(config):
@@ -36,5 +37,5 @@ def tiny_config():
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return SHARED
+def fixtures_dir() -> Path:
+    return FIXTURES

@@ -180,6 +180,14 @@ def add_cache_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_frames(parser: argparse.ArgumentParser, default: str = "single") -> None:
+    parser.add_argument(
+        "--frames", choices=("single", "mean"), default=default,
+        help="a 4D file with several volumes (dynamic PET): single refuses it, mean averages its frames "
+             "(unweighted: frames of equal length, as ADNI's 5-minute frames)",
+    )
+
+
 def progress(iterable: Iterable | None = None, **kwargs):
     """A tqdm progress bar on stderr (quiet when NEURO_SSL_QUIET=1)."""
     from tqdm.auto import tqdm

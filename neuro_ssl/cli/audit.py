@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pre.add_argument("--run", type=Path, default=None, metavar="RUN",
                      help="take the preprocessing of a run (folder with model.pt or encoder.pt, or the .pt file)")
     _common.add_preprocess_arguments(pre)
+    _common.add_frames(pre)
     run_group = parser.add_argument_group("scoring")
     run_group.add_argument("--folds", type=_common.positive_int, default=5, help="cross-validation folds (by subject)")
     run_group.add_argument("--n-boot", type=_common.positive_int, default=1000, help="bootstrap resamples (subjects)")
@@ -50,20 +51,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def preprocess_of(args: argparse.Namespace) -> dict:
     """The preprocessing to audit: the run's (its model.pt or encoder.pt meta) or the options'."""
-    from neuro_ssl.errors import ConfigError
+    from neuro_ssl.errors import CheckpointError
     from neuro_ssl.models import read_meta
 
     if args.run is None:
         return {"spacing_mm": list(args.spacing_mm), "shape": list(args.shape), "normalization": args.normalization,
-                "modalities": list(args.modalities), "mask_background": bool(args.mask_background)}
+                "modalities": list(args.modalities), "mask_background": bool(args.mask_background),
+                "frames": args.frames}
     run = Path(args.run)
     candidates = [run] if run.is_file() else [run / "model.pt", run / "encoder.pt"]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
-        raise ConfigError(f"--run {run}: no model.pt or encoder.pt there")
+        raise CheckpointError(f"--run {run}: no model.pt or encoder.pt there")
     meta = read_meta(path)
     if "preprocess" not in meta:
-        raise ConfigError(f"--run {path}: its meta has no 'preprocess' section")
+        raise CheckpointError(f"--run {path}: its meta has no 'preprocess' section")
     return meta["preprocess"]
 
 

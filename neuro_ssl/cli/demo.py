@@ -32,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from neuro_ssl.errors import ConfigError
+    from neuro_ssl.errors import ManifestError
     from neuro_ssl.pipeline.demo import run_demo
 
     if args.manifest is not None and not args.manifest.is_file():
-        raise ConfigError(f"--manifest {args.manifest}: file not found")
+        raise ManifestError(f"--manifest {args.manifest}: file not found")
     cohort = f"manifest {args.manifest}" if args.manifest else "a synthetic cohort"
     print(f"neuro-ssl demo: size {args.size}, seed {args.seed}, {cohort}, writing to {args.out.resolve()}", flush=True)
     report_path, _ = run_demo(args.out, args.size, args.seed, force=args.force, dry_run=args.dry_run,

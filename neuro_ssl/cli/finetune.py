@@ -13,8 +13,8 @@ examples:
       --arch resnet18 --spacing 2 --shape 96,112,96
   neuro-ssl finetune --manifest train.csv --encoder runs/yaware/encoder.pt --out runs/brain_age \\
       --mode full --label age
-  neuro-ssl finetune --manifest all.csv --encoder runs/yaware/encoder.pt --out runs/cv --mode linear \\
-      --classes CN,AD --folds 5
+  neuro-ssl finetune --manifest unseen.csv --encoder runs/yaware/encoder.pt --out runs/cv --mode linear \\
+      --classes CN,AD --folds 5     # unseen.csv: subjects the encoder was not pretrained on
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--norm", choices=("batch", "group", "instance"), default="batch")
     net.add_argument("--width", type=_common.positive_float, default=1.0, help="encoder channel multiplier")
     _common.add_preprocess_arguments(net)
+    _common.add_frames(net)
 
     run_group = parser.add_argument_group("running")
     _common.add_seed(run_group)

@@ -40,6 +40,12 @@ def add_arguments(parser) -> None:
     bids.add_argument("--root", type=Path, required=True, metavar="DIR", help="BIDS dataset folder")
     bids.add_argument("--suffixes", type=_common.str_list, default=("T1w", "pet"),
                       help="BIDS suffixes to import, comma separated (pet files go to pet/, others to anat/)")
+    bids.add_argument("--session-age", choices=("participants", "missing"), default="participants",
+                      help="a session of a subject with several sessions whose sessions.tsv gives no age: take "
+                           "participants.tsv's single age (the same for every session; reported) or leave it missing")
+    bids.add_argument("--run", choices=("first", "last", "all"), default="first",
+                      help="several runs of one suffix in a session (run-1, run-2): keep the first or last run "
+                           "number, or all (the run column tells them apart)")
 
     plain = _dialect(dialects, "csv", "any CSV/TSV with an explicit column mapping")
     plain.add_argument("--csv", type=Path, required=True, help="the table")
@@ -82,7 +88,7 @@ def _import(args):
     if args.dialect == "bids":
         from neuro_ssl.data.importers.bids import import_bids
 
-        return import_bids(args.root, tuple(args.suffixes))
+        return import_bids(args.root, tuple(args.suffixes), session_age=args.session_age, run=args.run)
     from neuro_ssl.data.importers.csv import import_csv, parse_column_mapping
 
     _common.refuse_same_path(args.csv, args.out)

@@ -1,4 +1,4 @@
-"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon, MoCo queue.
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue), MoCo.
 
 Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
 TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
@@ -8,7 +8,8 @@ examples:
   neuro-ssl pretrain --manifest train.csv --out runs/simclr --loss simclr --epochs 100
   neuro-ssl pretrain --manifest train.csv --out runs/yaware --loss yaware --meta age --sigma 5 \\
       --val-manifest val.csv --amp bf16
-  neuro-ssl pretrain --manifest train.csv --out runs/moco --loss supcon --meta diagnosis --queue 1024
+  neuro-ssl pretrain --manifest train.csv --out runs/supcon_q --loss supcon --meta diagnosis --queue 1024
+  neuro-ssl pretrain --manifest train.csv --out runs/moco --loss moco --queue 1024 --temperature 0.2
   torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
 """
 
@@ -19,7 +20,7 @@ import os
 from pathlib import Path
 
 from neuro_ssl.cli import _common
-from neuro_ssl.training.config import AMP_MODES, ARCHS, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
+from neuro_ssl.training.config import AMP_MODES, ARCHS, FRAMES, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
 
 _DEFAULTS = PretrainConfig()
 
@@ -57,14 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_cache_dir(io)
 
     obj = parser.add_argument_group("objective")
-    obj.add_argument("--loss", choices=LOSSES, required=True, help="simclr (no labels), yaware (continuous --meta), supcon (labels)")
+    obj.add_argument("--loss", choices=LOSSES, required=True,
+                     help="simclr (no labels), yaware (continuous --meta), supcon (labels), moco (MoCo v2's InfoNCE: "
+                          "a query against its momentum key and the --queue negatives only)")
     obj.add_argument("--meta", type=_common.str_list, default=d.meta, metavar="COL[,COL]",
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
                      help="y-Aware kernel width, in the units of --meta (years for age)")
     obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature)
     obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
-                     help="MoCo memory of N keys from a momentum encoder (0: none)")
+                     help="momentum queue: the loss compares queries with a momentum encoder's keys and takes "
+                          "N past keys as extra candidates (SimCLR/y-Aware/SupCon with extra queue negatives; "
+                          "keys are anchors too, in-batch negatives stay: not MoCo's loss); with --loss moco "
+                          "the negatives of MoCo's loss. 0: none")
     obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
     obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
                      help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")
@@ -78,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
                      help="projection MLP widths, the last is the embedding size")
     _common.add_preprocess_arguments(net, d.spacing_mm, d.shape, d.normalization, d.modalities, d.mask_background)
+    _common.add_frames(net, d.frames)
 
     opt = parser.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")

@@ -29,6 +29,7 @@ def add_arguments(parser) -> None:
                         help="threads reading images")
     parser.add_argument("--diagnoses", type=_common.str_list, default=(), metavar="LIST",
                         help="diagnosis labels this study uses beyond CN/SMC/EMCI/LMCI/MCI/AD (e.g. FTD,PD)")
+    _common.add_frames(parser)
 
 
 def run(args) -> int:
@@ -47,7 +48,7 @@ def run(args) -> int:
                           "errors": [problem], "warnings": []}, indent=2))
         return 1
     report = validate_manifest(df, check_images=not args.no_images, workers=args.workers,
-                               progress=_common.progress, extra_diagnoses=args.diagnoses)
+                               progress=_common.progress, extra_diagnoses=args.diagnoses, frames=args.frames)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -2,10 +2,14 @@
 
 Why not MONAI's ``PersistentDataset``: it keys on the item dict, so an image rewritten at the
 same path stays stale, and it ignores transform changes. Here the key is a hash of, per source
-file, its resolved path, size and ``mtime_ns`` (optionally a hash of its first and last MiB),
-plus ``PreprocessConfig.key()``, the modality of each channel and the identity of the scan's
-brain mask file when it has one. Rewriting or touching a file, or changing any preprocessing
-option, gives a new key.
+file, its resolved path, size and a SHA-256 of its bytes, plus ``PreprocessConfig.key()``, the
+modality of each channel and the identity of the scan's brain mask file when it has one.
+Rewriting a file (even at the same size with its mtime put back, as ``cp -p``, ``rsync -a`` and
+tar restores do) or changing any preprocessing option gives a new key; touching a file does not.
+The digest of a file is computed once per process and remembered for its (path, size, mtime,
+ctime, inode, device): ctime cannot be set back by a user, so an in-place rewrite is seen within
+a run too. ``content_hash=False`` keys on path, size and ``mtime_ns`` instead (no read, but blind
+to those rewrites).
 
 Layout: ``CACHE_DIR/v1/<key[:2]>/<key>.npy`` (uncompressed float32, loaded with
 ``allow_pickle=False``) and ``<key>.json`` (affines, native shape, sources, shape, dtype and a
@@ -18,6 +22,7 @@ last is as good as the first. Nothing is kept in memory between calls.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -34,7 +39,8 @@ from neuro_ssl.data.transforms import PreprocessConfig, Preprocessor
 from neuro_ssl.errors import ImageError
 
 CACHE_FORMAT = "v1"
-HASH_BYTES = 1 << 20  # first and last MiB, when content hashing is on
+#: distinct source files whose digest one process remembers
+DIGEST_MEMO_SIZE = 1 << 16
 
 
 @dataclass
@@ -70,8 +76,9 @@ def resolve_cache_dir(value) -> Path | None:
     return None if str(value).lower() == "none" else Path(value)
 
 
-def file_identity(path: str | os.PathLike, content_hash: bool = False) -> dict:
-    """What makes a source file "the same file": resolved path, size, mtime_ns (+ head/tail hash)."""
+def file_identity(path: str | os.PathLike, content_hash: bool = True) -> dict:
+    """What makes a source file "the same file": resolved path, size and a SHA-256 of its bytes
+    (``content_hash=False``: path, size and ``mtime_ns``). Raises ImageError if it cannot be read."""
     resolved = Path(path).expanduser().resolve()
     try:
         st = resolved.stat()
@@ -79,23 +86,27 @@ def file_identity(path: str | os.PathLike, content_hash: bool = False) -> dict:
         raise ImageError(f"{path}: file not found") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    ident = {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if content_hash:
-        ident["blake2b"] = _head_tail_hash(resolved, st.st_size)
-    return ident
-
-
-def _head_tail_hash(path: Path, size: int) -> str:
-    digest = hashlib.blake2b(digest_size=16)
+    if not content_hash:
+        return {"path": str(resolved), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     try:
-        with open(path, "rb") as fh:
-            digest.update(fh.read(HASH_BYTES))
-            if size > 2 * HASH_BYTES:
-                fh.seek(size - HASH_BYTES)
-            digest.update(fh.read(HASH_BYTES))
+        digest = content_digest(str(resolved), stamp)
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    return digest.hexdigest()
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    return {"path": str(resolved), "size": st.st_size, "sha256": digest}
+
+
+@functools.lru_cache(maxsize=DIGEST_MEMO_SIZE)
+def content_digest(path: str, stamp: tuple) -> str:
+    """SHA-256 (hex) of the file's bytes, memoized per (path, stat stamp) in this process.
+
+    SHA-256 because it is the fastest of hashlib's digests on CPUs with SHA instructions
+    (about 0.9 GB/s here, against 0.35 GB/s for BLAKE2b); see benchmarks/data_throughput.py.
+    """
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def array_checksum(array: np.ndarray) -> str:
@@ -111,7 +122,7 @@ class VolumeCache:
     """
 
     def __init__(self, config: PreprocessConfig, cache_dir: Path | None = None,
-                 content_hash: bool = False, mmap: bool = False):
+                 content_hash: bool = True, mmap: bool = False):
         self.config = config
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self.content_hash = content_hash
@@ -152,7 +163,7 @@ class VolumeCache:
         mask = self._mask(mask)
         if self.cache_dir is None:
             for p in paths + ([mask] if mask else []):
-                file_identity(p)  # a clear "file not found" before any reader runs
+                file_identity(p, content_hash=False)  # a clear "file not found" before any reader runs
             self.stats["misses"] += 1
             return self._compute(paths, modalities, mask)
         key = self.key(paths, modalities, mask)

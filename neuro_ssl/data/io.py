@@ -5,34 +5,39 @@
   here instead of producing a silently damaged array.
 - ``.nrrd``/``.nhdr``/``.mha``/``.mhd`` go through SimpleITK, whose world space is LPS; the affine
   returned here is always RAS+ in mm (x and y flipped), the convention of nibabel and MONAI.
-- A 4D file holding a single volume is squeezed to 3D; anything else not 3D is an error.
+- A 4D (or 5D) file holding a single volume is squeezed to 3D; a dynamic file with several
+  frames is averaged into one volume with ``frames="mean"`` (``--frames mean``), refused otherwise.
+- Only real grey-level data is an image: RGB/RGBA, complex, 1-bit binary and other structured
+  data types are refused with a line saying which type the file holds.
 
-``SimpleITKReader`` (a MONAI ``ImageReader``, kept in ``data/readers.py`` beside the other MONAI
-readers) is re-exported here on first access, so importing this module never imports monai.
+:func:`read_volume` is THE reader: ``validate`` (through :func:`check_volume`) and the MONAI
+chain of every training and inference command (through ``readers.VolumeReader``) call it, so
+they accept and refuse exactly the same files with the same message.
+The format details (header and stream checks per format) live in the private
+``data/_formats.py``. ``SimpleITKReader`` (the MONAI reader of ``data/readers.py``) is
+re-exported here on first access, so importing this module never imports monai.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import logging
 import os
-import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from neuro_ssl.errors import ImageError
+from neuro_ssl.data._formats import _first_line, _fmt_shape, _read_nibabel, _read_sitk, sitk_to_ras  # noqa: F401
+from neuro_ssl.errors import ConfigError, ImageError
 
 NIBABEL_SUFFIXES = (".nii.gz", ".nii", ".mgz", ".mgh", ".img", ".hdr")
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 VOLUME_SUFFIXES = NIBABEL_SUFFIXES + SITK_SUFFIXES
 _GZIP_SUFFIXES = (".nii.gz", ".mgz")
+_GZIP_MAGIC = b"\x1f\x8b"
+#: how a file with several volumes is turned into one: refuse it, or average the frames.
+FRAMES = ("single", "mean")
 #: voxel sizes outside this range (mm) mean a broken header, not a brain scan.
 VOXEL_MM_RANGE = (0.01, 50.0)
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass(frozen=True)
@@ -63,33 +68,24 @@ def is_volume_file(path: str | os.PathLike) -> bool:
 
 # ----------------------------------------------------------------------------------------- read
 
-def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Read a 3D volume as a float32 array and its 4x4 voxel-to-RAS+ (mm) affine.
+def read_volume(path: str | os.PathLike, frames: str = "single") -> tuple[np.ndarray, np.ndarray, "VolumeInfo"]:
+    """Read and check one 3D volume: (float32 array, 4x4 voxel-to-RAS+ affine in mm, VolumeInfo).
 
-    A 4D file with one volume is squeezed. Raises :class:`ImageError` (one line naming the
-    file) when the file cannot be read or is not a single 3D volume.
-    """
-    path = Path(path)
-    data, affine, _, _ = _read(path)
-    data = _as_3d(data, path)
-    return np.asarray(data, dtype=np.float32), affine
-
-
-def check_volume(path: str | os.PathLike) -> VolumeInfo:
-    """Read ``path`` once and check that it is a usable 3D volume; raise :class:`ImageError` if not.
-
-    Checks: the file exists and is readable; the compressed stream is complete and its CRC
-    matches; it is a real image (not text renamed ``.nii``); no zero dimension; 3D (or 4D
-    with one volume); no NaN/Inf voxel; not all zero or constant; a finite, invertible affine
-    with plausible voxel sizes. All problems found are joined into the one-line message.
+    The one reader of every command. Checks: the file exists and is readable; its content
+    matches its name (gzip, NIfTI header, Analyze header beside its image); the compressed
+    stream is complete and its CRC matches; one real grey level per voxel (not RGB, complex or
+    binary); no zero dimension; 3D (or 4D with one volume, or several averaged with
+    ``frames="mean"``); no NaN/Inf voxel; not all zero or constant; a finite, invertible affine
+    with plausible voxel sizes. Raises :class:`ImageError`, one line naming the file and every
+    problem found.
     """
     path = Path(path)
     data, affine, dtype, header_warnings = _read(path)
-    data = _as_3d(data, path)
+    data = _as_3d(data, path, frames)
     problems = data_problems(data) + affine_problems(affine)
     if problems:
         raise ImageError(f"{path}: {'; '.join(problems)}")
-    return VolumeInfo(
+    info = VolumeInfo(
         path=path,
         shape=tuple(int(s) for s in data.shape),
         affine=affine,
@@ -99,6 +95,31 @@ def check_volume(path: str | os.PathLike) -> VolumeInfo:
         value_range=(float(data.min()), float(data.max())),
         warnings=tuple(header_warnings),
     )
+    return np.asarray(data, dtype=np.float32), affine, info
+
+
+def load_volume(path: str | os.PathLike, frames: str = "single", role: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D volume as a float32 array and its 4x4 voxel-to-RAS+ (mm) affine.
+
+    The file checks of :func:`read_volume`, without the voxel-value and geometry checks (a
+    saliency map or a mask may be all zero). Raises :class:`ImageError` (one line naming the
+    file) when the file cannot be read or is not a single 3D volume of grey levels; ``role``
+    (e.g. ``"mask"``) starts the message, for a file that is not a scan.
+    """
+    path = Path(path)
+    try:
+        data, affine, _, _ = _read(path)
+        data = _as_3d(data, path, frames, hint=role is None)
+    except ImageError as exc:
+        if role is None:
+            raise
+        raise ImageError(f"{role} {exc}") from None
+    return np.asarray(data, dtype=np.float32), affine
+
+
+def check_volume(path: str | os.PathLike, frames: str = "single") -> VolumeInfo:
+    """Check that ``path`` is a usable 3D volume (see :func:`read_volume`); raise :class:`ImageError` if not."""
+    return read_volume(path, frames)[2]
 
 
 def data_problems(data: np.ndarray) -> list[str]:
@@ -158,197 +179,70 @@ def _read(path: Path) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
     """(data as stored, squeezed of nothing; RAS affine; on-disk dtype; header warnings)."""
     _check_file(path)
     suffix = volume_suffix(path)
-    if suffix in SITK_SUFFIXES:
-        return _read_sitk(path)
-    return _read_nibabel(path, suffix)
+    try:
+        data, affine, dtype, warnings = _read_sitk(path) if suffix in SITK_SUFFIXES else _read_nibabel(path, suffix)
+    except (ImageError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a reader library failing on a file is a bad file: one line, no traceback
+        raise ImageError(f"{path}: not a readable image ({type(exc).__name__}: {_first_line(exc)})") from None
+    return _grey_levels(data, path), affine, dtype, warnings
+
+
+def _grey_levels(data: np.ndarray, path: Path) -> np.ndarray:
+    """Real intensities (float32 unless already floating); refuses colour, complex, binary, other types."""
+    dtype = data.dtype
+    if dtype.names is not None or dtype.kind == "V":
+        fields = ",".join(dtype.names or ())
+        what = "RGB colour data" if fields in ("R,G,B", "R,G,B,A") else f"structured data ({dtype})"
+        raise ImageError(f"{path}: {what}: expected one grey-level intensity per voxel (convert it to greyscale first)")
+    if dtype.kind == "c":
+        raise ImageError(f"{path}: complex data ({dtype}): expected real intensities (save the magnitude image instead)")
+    if dtype.kind == "b":
+        raise ImageError(f"{path}: binary data (bool): a mask, not an intensity image")
+    if dtype.kind not in "iuf":
+        raise ImageError(f"{path}: data type {dtype} is not a number per voxel")
+    return data if dtype.kind == "f" else data.astype(np.float32)
 
 
 def _check_file(path: Path) -> None:
+    """The file exists, can be read, is not empty, and its name and first bytes agree."""
     if not path.exists():
         raise ImageError(f"{path}: file not found")
     if path.is_dir():
         raise ImageError(f"{path}: is a folder, not an image file")
     try:
         with open(path, "rb") as fh:
-            fh.read(1)
+            magic = fh.read(2)
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
     except OSError as exc:
         raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if path.stat().st_size == 0:
+    if not magic:
         raise ImageError(f"{path}: empty file (0 bytes)")
-    if volume_suffix(path) is None:
+    suffix = volume_suffix(path)
+    if suffix is None:
         raise ImageError(f"{path}: unknown image format (expected one of {', '.join(VOLUME_SUFFIXES)})")
+    if suffix not in _GZIP_SUFFIXES and magic == _GZIP_MAGIC:
+        fix = {".nii": "rename it to .nii.gz", ".mgh": "rename it to .mgz"}.get(suffix, "decompress it")
+        raise ImageError(f"{path}: the file is gzip-compressed although named {suffix} ({fix})")
 
 
-def _read_nibabel(path: Path, suffix: str) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
-    import nibabel as nib
-
-    with _quiet_nibabel():
-        if suffix in (".nii", ".nii.gz", ".mgz"):
-            img = _image_from_bytes(path, suffix)
-        else:
-            try:
-                img = nib.load(str(path))
-            except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
-                raise ImageError(f"{path}: not a readable image ({_first_line(exc)})") from None
-        shape = tuple(int(s) for s in img.shape)
-        if any(s == 0 for s in shape):
-            raise ImageError(f"{path}: header has a zero dimension ({_fmt_shape(shape)})")
-        try:
-            data = np.asanyarray(img.dataobj)
-        except (OSError, ValueError, EOFError) as exc:
-            raise ImageError(f"{path}: truncated or damaged data ({_first_line(exc)})") from None
-        affine = np.asarray(img.affine, dtype=np.float64)
-        dtype = str(img.get_data_dtype())
-        warnings = _header_warnings(img)
-    if not np.issubdtype(data.dtype, np.floating):
-        data = data.astype(np.float32)
-    return data, affine, dtype, warnings
-
-
-class _QuietInThisThread(logging.Filter):
-    """Drops nibabel's header-fix messages in the thread that is reading (we report problems ourselves).
-
-    Unlike nibabel's ``LoggingOutputSuppressor`` it leaves other threads and later calls alone.
-    """
-
-    def __init__(self):
-        super().__init__()
-        self.local = threading.local()
-
-    def filter(self, record) -> bool:
-        return not getattr(self.local, "active", False)
-
-
-_QUIET = _QuietInThisThread()
-
-
-@contextlib.contextmanager
-def _quiet_nibabel():
-    logger = logging.getLogger("nibabel.global")
-    if _QUIET not in logger.filters:
-        logger.addFilter(_QUIET)
-    _QUIET.local.active = True
-    try:
-        yield
-    finally:
-        _QUIET.local.active = False
-
-
-def _image_from_bytes(path: Path, suffix: str):
-    """Read the whole file (decompressing it and checking the CRC), then parse it from memory."""
-    import nibabel as nib
-
-    raw = path.read_bytes()
-    if suffix in _GZIP_SUFFIXES:
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            raise ImageError(f"{path}: truncated gzip stream (file ends early)") from None
-        except gzip.BadGzipFile as exc:
-            if "crc" in str(exc).lower():
-                raise ImageError(f"{path}: corrupt gzip stream (CRC check failed)") from None
-            raise ImageError(f"{path}: not a gzip file although named {suffix}") from None
-        except zlib.error as exc:
-            raise ImageError(f"{path}: corrupt gzip stream ({_first_line(exc)})") from None
-    if suffix == ".mgz":
-        klass = nib.MGHImage
-    else:
-        klass = _check_nifti_magic(raw[:352], path, compressed=suffix in _GZIP_SUFFIXES)
-        _check_nifti_length(raw, klass, path)
-    try:
-        return klass.from_bytes(raw)
-    except Exception as exc:  # noqa: BLE001
-        raise ImageError(f"{path}: not a readable image ({_first_line(exc)})") from None
-
-
-def _check_nifti_magic(head: bytes, path: Path, compressed: bool = False):
-    """Nifti1Image or Nifti2Image from the header-size field; ImageError for anything else."""
-    import nibabel as nib
-
-    for size, klass in ((348, nib.Nifti1Image), (540, nib.Nifti2Image)):
-        for order in ("little", "big"):
-            if len(head) >= 4 and int.from_bytes(head[:4], order) == size:
-                return klass
-    what = "decompressed content" if compressed else "file"
-    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head[:256]):
-        raise ImageError(f"{path}: not a NIfTI file (the {what} is text)")
-    raise ImageError(f"{path}: not a NIfTI file (the {what} has no NIfTI header)")
-
-
-def _check_nifti_length(raw: bytes, klass, path: Path) -> None:
-    """Refuse a header whose data would run past the end of the file, or whose voxel size is 0/NaN.
-
-    The header is parsed unchecked: nibabel silently 'fixes' a zero pixdim to 1 mm.
-    """
-    import io
-
-    try:
-        header = klass.header_class.from_fileobj(io.BytesIO(raw), check=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ImageError(f"{path}: damaged NIfTI header ({_first_line(exc)})") from None
-    shape = header.get_data_shape()
-    expected = int(header.get_data_offset()) + int(np.prod(shape)) * header.get_data_dtype().itemsize
-    if len(raw) < expected:
-        raise ImageError(f"{path}: truncated data (header says {expected} bytes, the file holds {len(raw)})")
-    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
-    if int(header["sform_code"]) == 0 and not np.all(np.isfinite(pixdim) & (pixdim != 0)):
-        shown = "x".join(f"{v:g}" for v in pixdim)
-        raise ImageError(f"{path}: absurd affine (voxel size {shown} in the header's pixdim)")
-
-
-def _header_warnings(img) -> list[str]:
-    header = img.header
-    if "sform_code" in header and "qform_code" in header:
-        if int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0:
-            return ["no sform/qform in the header: orientation guessed from voxel sizes"]
-    return []
-
-
-def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise ImageError(f"{path}: not a readable image (SimpleITK: {_sitk_message(exc)})") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise ImageError(f"{path}: {image.GetNumberOfComponentsPerPixel()} components per voxel, expected 1")
-    data, affine = sitk_to_ras(image)
-    return data, affine, image.GetPixelIDTypeAsString(), []
-
-
-def sitk_to_ras(image) -> tuple[np.ndarray, np.ndarray]:
-    """A SimpleITK image as (array indexed x, y, z[, t], RAS+ affine).
-
-    ITK's physical point of index i is ``origin + D @ (spacing * i)`` in LPS; flipping the
-    first two world axes gives RAS. ``GetArrayFromImage`` returns z, y, x order: transposed.
-    """
-    import SimpleITK as sitk
-
-    ndim = image.GetDimension()
-    spatial = min(ndim, 3)
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:spatial, :spatial]
-    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)[:spatial]
-    origin = np.asarray(image.GetOrigin(), dtype=np.float64)[:spatial]
-    affine_lps = np.eye(4)
-    affine_lps[:spatial, :spatial] = direction * spacing[None, :]
-    affine_lps[:spatial, 3] = origin
-    data = sitk.GetArrayFromImage(image).transpose(tuple(range(ndim))[::-1])
-    if not np.issubdtype(data.dtype, np.floating):
-        data = data.astype(np.float32)
-    return data, _LPS_TO_RAS @ affine_lps
-
-
-def _as_3d(data: np.ndarray, path: Path) -> np.ndarray:
-    """Squeeze trailing singleton dimensions past the third; refuse 2D and multi-volume data."""
+def _as_3d(data: np.ndarray, path: Path, frames: str = "single", hint: bool = True) -> np.ndarray:
+    """Squeeze trailing singleton dimensions past the third; average frames with ``frames="mean"``;
+    refuse 2D and multi-volume data."""
+    if frames not in FRAMES:
+        raise ConfigError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
     shape = data.shape
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
+    if data.ndim == 4 and frames == "mean":
+        data = data.mean(axis=3, dtype=np.float64).astype(np.float32)
     if data.ndim > 3:
         extra = int(np.prod(data.shape[3:]))
-        raise ImageError(f"{path}: {data.ndim}D image with {extra} volumes ({_fmt_shape(shape)}); expected one 3D volume")
+        hint = ("; a dynamic PET? --frames mean averages its frames into one volume"
+                if hint and data.ndim == 4 and frames != "mean" else "")
+        raise ImageError(f"{path}: {data.ndim}D image with {extra} volumes ({_fmt_shape(shape)}); "
+                         f"expected one 3D volume{hint}")
     if data.ndim < 3 or min(data.shape) < 2:
         raise ImageError(f"{path}: 2D image ({_fmt_shape(shape)}); expected a 3D volume")
     return data
@@ -431,18 +325,3 @@ def __getattr__(name: str):
 
         return SimpleITKReader
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _sitk_message(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    last = lines[-1] if lines else type(exc).__name__
-    return last.replace("sitk::ERROR:", "").strip()[:160]
-
-
-def _fmt_shape(shape) -> str:
-    return "x".join(str(int(s)) for s in shape)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text or type(exc).__name__)[:160]

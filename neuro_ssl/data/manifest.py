@@ -26,6 +26,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from neuro_ssl.data.io import VOLUME_SUFFIXES
 from neuro_ssl.errors import ManifestError
 
 CANONICAL_COLUMNS = ("subject_id", "session_id", "image", "modality", "age", "sex", "diagnosis", "site")
@@ -311,7 +312,7 @@ def normalize_manifest(df: pd.DataFrame, base_dir: str | os.PathLike | None = No
     _parse_age(out)
     if used.get("age") == "AGE":
         _adni_age_at_visit(out)
-    base = Path(base_dir) if base_dir is not None else Path(os.path.abspath(source)).parent
+    base = Path(base_dir) if base_dir is not None else Path(absolute_path(source)).parent
     for col in path_columns(out):
         out[col] = _text([_absolute(p, base) for p in out[col]], out.index)
     extras = [c for c in out.columns if c not in CANONICAL_COLUMNS]
@@ -379,8 +380,22 @@ def _parse_age(out: pd.DataFrame) -> None:
 def _absolute(p, base: Path):
     if _is_missing(p) or not str(p):
         return np.nan
-    p = os.path.expanduser(str(p))
-    return os.path.normpath(p if os.path.isabs(p) else os.path.join(os.path.abspath(base), p))
+    return absolute_path(p, base)
+
+
+def absolute_path(path: str | os.PathLike, base: str | os.PathLike | None = None) -> str:
+    """``path`` made absolute; a relative one starts from ``base`` (itself made absolute; default: the
+    working directory). ``~`` is expanded.
+
+    ``..`` is resolved by the file system (``os.path.realpath``), not by text: after a symlink,
+    ``link/..`` is the folder above the link's TARGET, which is where the OS goes, while textual
+    ``normpath`` would give the folder holding the link. Paths without ``..`` are only cleaned of
+    ``.`` and doubled slashes, so symlinks stay as the user spelled them.
+    """
+    text = os.path.expanduser(str(path))
+    if not os.path.isabs(text):
+        text = os.path.join(absolute_path(base) if base is not None else os.getcwd(), text)
+    return os.path.realpath(text) if ".." in Path(text).parts else os.path.normpath(text)
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
@@ -388,7 +403,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     raw = read_table(path)
     if raw.empty:
         raise ManifestError(f"{path}: the manifest has a header but no rows")
-    return normalize_manifest(raw, base_dir=Path(os.path.abspath(path)).parent, source=str(path))
+    return normalize_manifest(raw, base_dir=Path(absolute_path(path)).parent, source=str(path))
 
 
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -400,7 +415,7 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     out = df.copy()
-    folder = Path(os.path.abspath(path)).parent
+    folder = Path(absolute_path(path)).parent
     for col in path_columns(out):
         out[col] = [_relative_to(p, folder) for p in out[col]]
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
@@ -408,7 +423,6 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     return path
 
 
-_VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd", ".img", ".hdr")
 
 
 def path_columns(df: pd.DataFrame) -> list[str]:
@@ -422,7 +436,7 @@ def path_columns(df: pd.DataFrame) -> list[str]:
         if col == "image" or not pd.api.types.is_string_dtype(df[col]):
             continue
         values = df[col].dropna().astype(str)
-        if len(values) and values.str.lower().str.endswith(_VOLUME_SUFFIXES).all():
+        if len(values) and values.str.lower().str.endswith(VOLUME_SUFFIXES).all():
             cols.append(col)
     return cols
 

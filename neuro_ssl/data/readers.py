@@ -1,111 +1,76 @@
-"""MONAI image readers for the formats neuro-ssl reads, each returning a RAS+ world affine.
+"""The MONAI ``ImageReader`` of neuro-ssl: every file goes through ``data.io.read_volume``.
 
-MONAI picks ``NibabelReader`` for ``.nii``/``.nii.gz`` but not for FreeSurfer ``.mgz``, and its
-only ITK-format reader needs the ``itk`` package. SimpleITK is already a dependency, so a small
-``ImageReader`` over it reads ``.nrrd``/``.nhdr``/``.mha``/``.mhd``.
-
-ITK geometry is LPS: ``world_lps = origin + direction @ diag(spacing) @ index`` with the index in
-(x, y, z) order. NIfTI/nibabel geometry is RAS, so the affine handed to MONAI is
-``diag(-1, -1, 1, 1) @ affine_lps`` and the array is transposed from SimpleITK's (z, y, x) to
-(x, y, z) so that the affine's voxel axes match the array's.
+One reader and one set of checks serve every command: ``validate`` calls
+:func:`neuro_ssl.data.io.check_volume`, and the MONAI chain of pretraining, fine-tuning,
+evaluation, embedding and saliency loads files with :class:`VolumeReader`, which calls
+:func:`neuro_ssl.data.io.read_volume` on the same file. So a file ``validate`` passes is read
+by every command, a file it refuses is refused by every command, and the one-line message is
+the same. Formats, geometry (RAS+ affine in mm, SimpleITK's LPS converted) and the checks are
+those of ``data/io.py``; this module only hands the result to MONAI.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from monai.data import ImageReader, NibabelReader
+from monai.data import ImageReader
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
-#: suffixes read by SimpleITK (lower case, with the dot).
-SIMPLEITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-#: suffixes read by nibabel.
-NIBABEL_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh")
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from neuro_ssl.data import io
+from neuro_ssl.errors import ImageError
 
 
-def _has_suffix(filename, suffixes: Sequence[str]) -> bool:
-    names = ensure_tuple(filename)
-    return all(str(n).lower().endswith(tuple(suffixes)) for n in names)
+class VolumeReader(ImageReader):
+    """Read one 3D volume per file through ``io.read_volume``; array (x, y, z) float32, RAS+ affine.
 
-
-def sitk_affine_ras(image) -> np.ndarray:
-    """The 4x4 RAS+ affine of a SimpleITK image (index (x, y, z) -> world mm)."""
-    dim = image.GetDimension()
-    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(dim, dim)
-    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    origin = np.asarray(image.GetOrigin(), dtype=np.float64)
-    affine_lps = np.eye(4)
-    affine_lps[:dim, :dim] = direction @ np.diag(spacing)
-    affine_lps[:dim, 3] = origin
-    if dim < 3:  # keep a valid 4x4 for 2D images: validation rejects them later with a clear message
-        affine_lps[dim:3, dim:3] = np.eye(3 - dim)
-    return LPS_TO_RAS @ affine_lps
-
-
-class NibabelAnyReader(NibabelReader):
-    """``NibabelReader`` that also claims FreeSurfer ``.mgz``/``.mgh``, and keeps nibabel's affine.
-
-    MONAI's reader "corrects" a NIfTI whose sform zooms disagree with ``pixdim`` by swapping in
-    the qform (even one whose code says unknown), so its affine can differ from the one nibabel,
-    viewers and ``data/io.py`` report. Saliency maps go back to the native grid through this
-    affine, so here the file's own affine is used unchanged and bad ones are refused later.
+    Args:
+        frames: ``"single"`` refuses a file with several volumes; ``"mean"`` averages them
+            (dynamic PET), as ``io.read_volume`` does.
+        check_values: the voxel-value and geometry checks of ``io.read_volume`` (NaN/Inf,
+            constant, absurd affine); off (``io.load_volume``) for brain masks, which are binary.
+        role: a name for the file in messages when it is not a scan (``"mask"``).
+    Claims every file name, so that an unknown suffix is reported by ``io`` in its own words
+    instead of falling through to another MONAI reader. A list of paths stacks the files as
+    channels (they must share one voxel grid), as MONAI readers do. Raises
+    :class:`~neuro_ssl.errors.ImageError` (one line naming the file) for an unusable file.
     """
 
-    def verify_suffix(self, filename) -> bool:
-        return _has_suffix(filename, NIBABEL_SUFFIXES)
-
-    def read(self, data, **kwargs):
-        import nibabel as nib
-
-        self.filenames = ensure_tuple(data)
-        options = {**self.kwargs, **kwargs}
-        images = [nib.load(str(name), **options) for name in self.filenames]
-        return images if len(images) > 1 else images[0]
-
-
-class SimpleITKReader(ImageReader):
-    """Read one ITK-format volume with SimpleITK; RAS+ affine, array indexed (x, y, z[, c]).
-
-    Multi-file reads (a list of paths) stack the files as channels, as MONAI readers do.
-    """
+    def __init__(self, frames: str = "single", check_values: bool = True, role: str | None = None):
+        super().__init__()
+        self.frames = frames
+        self.check_values = bool(check_values)
+        self.role = role
 
     def verify_suffix(self, filename) -> bool:
-        return _has_suffix(filename, SIMPLEITK_SUFFIXES)
+        return True
 
     def read(self, data, **kwargs) -> Any:
-        import SimpleITK as sitk
-
-        images = [sitk.ReadImage(str(Path(name))) for name in ensure_tuple(data)]
-        return images if len(images) > 1 else images[0]
+        read = (lambda name: io.read_volume(name, self.frames)[:2]) if self.check_values else \
+            (lambda name: io.load_volume(name, self.frames, self.role))
+        volumes = [(*read(str(name)), str(name)) for name in ensure_tuple(data)]
+        return volumes if len(volumes) > 1 else volumes[0]
 
     def get_data(self, img) -> tuple[np.ndarray, dict]:
-        import SimpleITK as sitk
+        volumes = img if isinstance(img, list) else [img]
+        first_affine = volumes[0][1]
+        for array, affine, name in volumes[1:]:
+            if array.shape != volumes[0][0].shape or not np.allclose(affine, first_affine):
+                raise ImageError(f"{name}: files stacked as channels must share one voxel grid")
+        meta = {
+            MetaKeys.AFFINE: first_affine.copy(),
+            MetaKeys.ORIGINAL_AFFINE: first_affine.copy(),
+            MetaKeys.SPATIAL_SHAPE: np.asarray(volumes[0][0].shape),
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan") if len(volumes) == 1 else 0,
+        }
+        arrays = [np.ascontiguousarray(v[0]) for v in volumes]
+        return (arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)), meta
 
-        arrays, meta = [], {}
-        # not ensure_tuple: a SimpleITK image is itself iterable (over its pixels)
-        for image in (img if isinstance(img, (list, tuple)) else [img]):
-            array = sitk.GetArrayFromImage(image)  # (z, y, x[, components])
-            dim = image.GetDimension()
-            spatial = tuple(reversed(range(dim)))
-            components = image.GetNumberOfComponentsPerPixel()
-            order = spatial + ((dim,) if components > 1 else ())
-            arrays.append(np.ascontiguousarray(np.transpose(array, order)))
-            affine = sitk_affine_ras(image)
-            if not meta:
-                meta = {
-                    MetaKeys.AFFINE: affine,
-                    MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-                    MetaKeys.SPATIAL_SHAPE: np.asarray(image.GetSize()),
-                    MetaKeys.SPACE: SpaceKeys.RAS,
-                    MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if components > 1 else float("nan"),
-                    "pixdim": np.r_[1.0, np.asarray(image.GetSpacing()), [1.0] * (7 - dim)],
-                }
-            elif not np.allclose(affine, meta[MetaKeys.AFFINE]):
-                raise ValueError("files stacked as channels must share one voxel grid (affines differ)")
-        if len(arrays) == 1:
-            return arrays[0], meta
-        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
-        return np.stack(arrays, axis=0), meta
+
+class SimpleITKReader(VolumeReader):
+    """``VolumeReader`` that claims only the SimpleITK formats (``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``),
+    for MONAI chains that register several readers."""
+
+    def verify_suffix(self, filename) -> bool:
+        return all(str(name).lower().endswith(io.SITK_SUFFIXES) for name in ensure_tuple(filename))

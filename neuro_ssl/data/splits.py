@@ -41,7 +41,7 @@ def make_splits(df: pd.DataFrame, test_size: float = 0.2, val_size: float = 0.1,
     n = int(df["subject_id"].astype(str).nunique())
     n_test, n_val = _count(n, test_size), _count(n, val_size)
     if n - n_test - n_val < 1:
-        raise ConfigError(f"{n} subjects are too few for --test-size {test_size} and --val-size {val_size}")
+        raise ManifestError(f"{n} subjects are too few for --test-size {test_size} and --val-size {val_size}")
     strata = subject_strata(df, stratify, n_parts=1 + (test_size > 0) + (val_size > 0))
     rng = np.random.default_rng(seed)
     groups = {label: list(rng.permutation(members)) for label, members in _members(strata).items()}
@@ -69,7 +69,7 @@ def make_folds(df: pd.DataFrame, k: int = 5, stratify: str | None = "diagnosis",
     _check_subjects(df)
     n = int(df["subject_id"].astype(str).nunique())
     if n < k:
-        raise ConfigError(f"{n} subjects are too few for {k} folds")
+        raise ManifestError(f"{n} subjects are too few for {k} folds")
     strata = subject_strata(df, stratify, n_parts=k)
     rng = np.random.default_rng(seed)
     fold_of, offset = {}, 0
@@ -112,7 +112,7 @@ def subject_labels(df: pd.DataFrame, column: str | None) -> pd.Series:
     if column is None:
         return pd.Series("all", index=pd.Index(subjects, name="subject_id"))
     if column not in df.columns:
-        raise ConfigError(f"--stratify {column}: no such column (columns: {', '.join(map(str, df.columns))})")
+        raise ManifestError(f"--stratify {column}: no such column (columns: {', '.join(map(str, df.columns))})")
     values = _binned(df[column], column)
     if values.isna().all():
         warnings.warn(f"{column}: no values to stratify on; splitting without stratification", SplitWarning, stacklevel=3)

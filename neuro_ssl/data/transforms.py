@@ -2,8 +2,8 @@
 
 One MONAI dict-transform chain on key ``"image"``:
 
-    LoadImaged (nibabel: .nii/.nii.gz/.mgz; SimpleITK: .nrrd/.mha/.mhd)
-    -> EnsureChannelFirstd -> volume checks (one 3D volume, finite, not constant, sane affine)
+    LoadImaged (readers.VolumeReader: data.io.read_volume, the reader and checks validate uses)
+    -> EnsureChannelFirstd -> the native grid recorded (for mapping maps back)
     -> Orientationd(RAS) -> Spacingd(spacing_mm, axis-aligned RAS grid) -> ResizeWithPadOrCropd(shape)
     -> brain mask on the model grid (the scan's own mask file, resampled nearest-neighbour onto
        that grid, or an automatic filled and dilated foreground mask)
@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from neuro_ssl._utils.options import reject_unknown_keys
+from neuro_ssl.data.io import FRAMES, VOLUME_SUFFIXES
 from neuro_ssl.errors import ConfigError, ImageError, NeuroSSLError
 
 #: bump when the chain changes in a way that changes its output: old cache entries stop matching.
@@ -50,8 +51,8 @@ PET_MODALITIES = frozenset({
     "AMYLOID", "TAU", "FLORBETAPIR", "FLORBETABEN", "FLUTEMETAMOL", "FLORTAUCIPIR",
 })
 PERCENTILES = (1.0, 99.0)
-#: file types the chain reads (nibabel, then SimpleITK; see ``readers.py``).
-SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".mgz", ".mgh", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: file types the chain reads: those of ``data.io`` (the chain reads through it).
+SUPPORTED_SUFFIXES = VOLUME_SUFFIXES
 #: the automatic brain mask is grown by this distance after filling (rounded to whole voxels of the
 #: model grid: 1 voxel at 2 mm, none at 4 mm and coarser), so that at fine grids the dark sulcal
 #: CSF at the surface stays in; at coarse grids the partial-volume voxels already pass Otsu's cut,
@@ -71,6 +72,8 @@ class PreprocessConfig:
     statistics from inside the brain mask and every voxel outside it exactly 0; off, the
     behaviour before neuro-ssl 0.2 (statistics from the Otsu foreground, applied to the whole
     volume, background left at ``-mean/std``), kept so that ``neuro-ssl audit`` can compare.
+    ``frames``: ``single`` refuses a file with several volumes, ``mean`` averages them (dynamic
+    PET); written by ``to_dict`` only when not ``single``, so earlier configs and keys stay valid.
     """
 
     spacing_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
@@ -78,6 +81,7 @@ class PreprocessConfig:
     normalization: str = "auto"
     modalities: tuple[str, ...] = ("T1w",)
     mask_background: bool = True
+    frames: str = "single"
 
     def __post_init__(self):
         spacing = _triple(self.spacing_mm, float, "spacing_mm")
@@ -97,15 +101,20 @@ class PreprocessConfig:
         if not isinstance(self.mask_background, (bool, np.bool_)):
             raise ConfigError(f"mask_background must be true or false, got {self.mask_background!r}")
         object.__setattr__(self, "mask_background", bool(self.mask_background))
+        if self.frames not in FRAMES:
+            raise ConfigError(f"frames {self.frames!r} is not one of {', '.join(FRAMES)}")
         object.__setattr__(self, "spacing_mm", spacing)
         object.__setattr__(self, "shape", shape)
         object.__setattr__(self, "modalities", modalities)
 
     def to_dict(self) -> dict:
         """Plain YAML/JSON data (lists, not tuples)."""
-        return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
-                "normalization": self.normalization, "modalities": list(self.modalities),
-                "mask_background": self.mask_background}
+        out = {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
+               "normalization": self.normalization, "modalities": list(self.modalities),
+               "mask_background": self.mask_background}
+        if self.frames != "single":
+            out["frames"] = self.frames
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
@@ -261,17 +270,17 @@ def _normalized(x, method: str, fg):
 
 # ----- MONAI pieces -----
 
-class CheckVolumed:
-    """Refuse what cannot be one 3D volume; remember the native grid for the way back.
+class RecordNativeGridd:
+    """Remember the native grid (affine, shape) of the file for the way back (saliency maps).
 
-    A plain callable on the data dict (MONAI's ``Compose`` runs it after applying any pending
-    lazy operations); module-level so a chain pickles for spawned DataLoader workers.
+    The file was read and checked by ``readers.VolumeReader`` (``data.io.read_volume``, what
+    ``validate`` runs). A plain callable on the data dict (MONAI's ``Compose`` runs it after
+    applying any pending lazy operations); module-level so a chain pickles for spawned workers.
     """
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         img = d["image"]
-        check_volume_tensor(img, str(img.meta.get("filename_or_obj", "image")))
         d["native_affine"] = np.asarray(img.affine, dtype=np.float64).copy()
         d["native_shape"] = tuple(int(s) for s in img.shape[1:])
         return d
@@ -342,37 +351,20 @@ def _name(img) -> str:
     return str(getattr(img, "meta", {}).get("filename_or_obj", "image"))
 
 
-def check_volume_tensor(img, name: str) -> None:
-    """Raise ImageError unless ``img`` (C, X, Y, Z) is one finite, non-constant 3D volume."""
-    import torch
+def _loader(key: str = "image", frames: str = "single"):
+    """LoadImaged through ``readers.VolumeReader``: the reader (and checks) of ``data.io``, nothing else.
 
-    if img.numel() == 0:
-        raise ImageError(f"{name}: header has a zero dimension (the image holds no voxels)")
-    if img.ndim != 4 or min(img.shape[1:]) < 2:
-        spatial = tuple(img.shape[1:])
-        raise ImageError(f"{name}: not a 3D volume (spatial shape {spatial})")
-    if img.shape[0] != 1:
-        raise ImageError(f"{name}: 4D image with {img.shape[0]} volumes; expected one 3D volume")
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise ImageError(f"{name}: unusable affine (zero or non-finite voxel size): {affine[:3, :3].tolist()}")
-    data = img.as_tensor() if hasattr(img, "as_tensor") else img
-    finite = torch.isfinite(data)
-    if not bool(finite.all()):
-        bad = int((~finite).sum())
-        raise ImageError(f"{name}: {bad} NaN/Inf voxels of {data.numel()}")
-    if not float(data.max()) > float(data.min()):
-        raise ImageError(f"{name}: constant image (every voxel is {float(data.min()):g})")
-
-
-def _loader(key: str = "image"):
+    Registered last, a reader is tried first; it claims every file name, so MONAI's own readers
+    are never reached and every file is accepted or refused as ``validate`` does. A brain mask
+    (``key="mask"``) gets the same file checks without the intensity-image ones (``CheckMaskd``
+    checks it as a mask).
+    """
     from monai.transforms import LoadImaged
 
-    from neuro_ssl.data.readers import NibabelAnyReader, SimpleITKReader
+    from neuro_ssl.data.readers import VolumeReader
 
     load = LoadImaged(keys=key, image_only=True, dtype=np.float32)
-    load.register(NibabelAnyReader())
-    load.register(SimpleITKReader())
+    load.register(VolumeReader(frames) if key == "image" else VolumeReader(check_values=False, role=key))
     return load
 
 
@@ -389,9 +381,9 @@ def build_preprocess(config: PreprocessConfig, modality: str | None = None, with
 
     modality = config.modalities[0] if modality is None else modality
     steps = [Compose([
-        _loader(),
+        _loader(frames=config.frames),
         EnsureChannelFirstd(keys="image"),
-        CheckVolumed(),
+        RecordNativeGridd(),
         Orientationd(keys="image", axcodes="RAS", labels=None),
         Spacingd(keys="image", pixdim=config.spacing_mm, diagonal=True, mode="bilinear",
                  padding_mode="zeros", dtype=np.float32),
@@ -413,9 +405,9 @@ def build_match_preprocess(config: PreprocessConfig, modality: str):
     from monai.transforms import Compose, EnsureChannelFirstd, ResampleToMatchd
 
     return Compose([
-        _loader(),
+        _loader(frames=config.frames),
         EnsureChannelFirstd(keys="image"),
-        CheckVolumed(),
+        RecordNativeGridd(),
         ResampleToMatchd(keys="image", key_dst="grid", mode="bilinear", padding_mode="zeros", dtype=np.float32),
         NormalizeIntensityd(config.normalization_for(modality)),
     ], lazy=True)
@@ -452,9 +444,6 @@ class Preprocessor:
         modalities = tuple(modalities or self.config.modalities)
         if len(paths) != len(modalities):
             raise ConfigError(f"{len(paths)} files for {len(modalities)} modalities ({', '.join(modalities)})")
-        for path in list(paths) + ([mask] if mask else []):
-            if not str(path).lower().endswith(SUPPORTED_SUFFIXES):
-                raise ImageError(f"{path}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
         with_mask = bool(mask) and self.config.mask_background
         data = {"image": str(paths[0]), **({"mask": str(mask)} if with_mask else {})}
         first = _run(self._chain(modalities[0], True, with_mask), data, paths[0])

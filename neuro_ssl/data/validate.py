@@ -9,6 +9,7 @@ warnings are worth a look but do not fail (a missing age, a header without orien
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -87,10 +88,12 @@ class ValidationReport:
 
 def validate_manifest(df: pd.DataFrame, check_images: bool = True, workers: int = 1,
                       progress: Callable[..., Iterable] | None = None,
-                      extra_diagnoses: Iterable[str] = ()) -> ValidationReport:
+                      extra_diagnoses: Iterable[str] = (), frames: str = "single") -> ValidationReport:
     """Check a canonical manifest (as :func:`read_manifest` returns it) and every image it names.
 
-    Each image is read once (``workers`` threads; gzip decoding releases the GIL). ``progress``
+    Each image is read once (``workers`` threads; gzip decoding releases the GIL) by
+    :func:`~neuro_ssl.data.io.check_volume`, the reader and checks every command uses
+    (``frames="mean"``: a 4D file's frames averaged, as ``--frames mean`` does). ``progress``
     wraps an iterable (e.g. a tqdm factory) to show image checks advancing.
     """
     if not df.index.is_unique:
@@ -98,7 +101,7 @@ def validate_manifest(df: pd.DataFrame, check_images: bool = True, workers: int 
     table = _Table(df)
     problems: list[Problem] = []
     problems += _check_identifiers(table)
-    problems += _check_images(table, check_images, workers, progress)
+    problems += _check_images(table, check_images, workers, progress, frames)
     problems += _check_duplicates(table)
     problems += _check_ages(table)
     problems += _check_codes(table, KNOWN_DIAGNOSES | {str(d) for d in extra_diagnoses})
@@ -147,7 +150,7 @@ def _check_identifiers(t: _Table) -> list[Problem]:
     return [t.problem(i, "subject_id", "no subject_id") for i, v in enumerate(t["subject_id"]) if v is None or not str(v).strip()]
 
 
-def _check_images(t: _Table, check_images: bool, workers: int, progress) -> list[Problem]:
+def _check_images(t: _Table, check_images: bool, workers: int, progress, frames: str = "single") -> list[Problem]:
     problems, first = [], {}
     for i, path in enumerate(t["image"]):
         if path is None or not str(path).strip():
@@ -155,7 +158,7 @@ def _check_images(t: _Table, check_images: bool, workers: int, progress) -> list
         else:
             first.setdefault(str(path), i)
     paths = list(first)
-    check = _inspect if check_images else _exists
+    check = functools.partial(_inspect, frames=frames) if check_images else _exists
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(check, paths)
         if progress is not None:
@@ -167,9 +170,9 @@ def _check_images(t: _Table, check_images: bool, workers: int, progress) -> list
     return problems
 
 
-def _inspect(path: str) -> tuple[str | None, tuple[str, ...]]:
+def _inspect(path: str, frames: str = "single") -> tuple[str | None, tuple[str, ...]]:
     try:
-        info = check_volume(path)
+        info = check_volume(path, frames)
     except ImageError as exc:
         message = str(exc)
         return (message[len(path) + 2:] if message.startswith(f"{path}: ") else message), ()
@@ -185,15 +188,20 @@ def _exists(path: str) -> tuple[str | None, tuple[str, ...]]:
 
 
 def _check_duplicates(t: _Table) -> list[Problem]:
+    """Two rows of one (subject, session, modality) and, when the manifest has a ``run`` column, run."""
     problems, seen_key, seen_path = [], {}, {}
+    runs = t["run"]
     for i, key in enumerate(zip(t["subject_id"], t["session_id"], t["modality"])):
         image = t.image(i)
         if None not in key:
-            if key in seen_key:
-                problems.append(t.problem(i, "session_id", f"duplicate of row {seen_key[key]} (same subject"
-                                          f" {key[0]}, session {key[1]}, modality {key[2]})"))
+            run = runs[i]
+            full = key + (None if run is None else str(run),)
+            if full in seen_key:
+                also = "" if run is None else f", run {run}"
+                problems.append(t.problem(i, "session_id", f"duplicate of row {seen_key[full]} (same subject"
+                                          f" {key[0]}, session {key[1]}, modality {key[2]}{also})"))
                 continue
-            seen_key[key] = t.rows[i]
+            seen_key[full] = t.rows[i]
         if image is not None:
             if image in seen_path:
                 problems.append(t.problem(i, "image", f"the same file as row {seen_path[image]}"))

@@ -59,7 +59,7 @@ def choose_k(features: np.ndarray, k_range: Sequence[int] = range(2, 9), seed: i
         labels = _kmeans(features, k, seed)
         scores[int(k)] = float(silhouette_score(features, labels)) if len(set(labels)) > 1 else float("nan")
     if not scores:
-        raise ConfigError(f"cannot choose k: {len(features)} embeddings are too few for k-means with k >= 2")
+        raise ManifestError(f"cannot choose k: {len(features)} embeddings are too few for k-means with k >= 2")
     best = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-2.0), -k))
     return best, scores
 
@@ -69,7 +69,7 @@ def cluster_embeddings(embeddings: pd.DataFrame, manifest: pd.DataFrame, k: int 
                        map_method: str = "pca") -> tuple[pd.DataFrame, dict]:
     """Cluster, score against ``against`` and project to 2D; returns (clusters table, metrics dict)."""
     if against and against not in manifest.columns:
-        raise ConfigError(f"{manifest.attrs.get('source', 'manifest')}: no column '{against}' to compare clusters with "
+        raise ManifestError(f"{manifest.attrs.get('source', 'manifest')}: no column '{against}' to compare clusters with "
                           f"(columns: {', '.join(map(str, manifest.columns))})")
     features = standardize(embeddings[feature_columns(embeddings)].to_numpy(float))
     joined = join_manifest(embeddings, manifest, [c for c in (against, "diagnosis", "age") if c])
@@ -77,8 +77,10 @@ def cluster_embeddings(embeddings: pd.DataFrame, manifest: pd.DataFrame, k: int 
         k, silhouettes = choose_k(features, seed=seed)
         chosen_by = "silhouette"
     else:
-        if not 2 <= k < len(features):
-            raise ConfigError(f"--k {k}: needs 2 <= k < number of embeddings ({len(features)})")
+        if k < 2:
+            raise ConfigError(f"--k {k}: needs k >= 2")
+        if k >= len(features):
+            raise ManifestError(f"--k {k}: needs fewer clusters than embeddings ({len(features)})")
         silhouettes, chosen_by = {}, "given"
     labels = _kmeans(features, k, seed)
     map_xy, method = embedding_map(features, map_method, seed)
@@ -134,7 +136,7 @@ def _agreement(labels: np.ndarray, column: pd.Series, name: str, manifest: pd.Da
 
     values = column.reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CATEGORIES:
-        raise ConfigError(f"{manifest.attrs.get('source', 'manifest')}: column '{name}' is continuous "
+        raise ManifestError(f"{manifest.attrs.get('source', 'manifest')}: column '{name}' is continuous "
                           f"({values.nunique()} distinct values); ARI/NMI need categories")
     labelled = values.notna().to_numpy()
     if labelled.sum() < 2:

@@ -114,7 +114,7 @@ def _numeric_target(df: pd.DataFrame, label: str) -> pd.Series:
     bad = values.isna() & df[label].notna()
     if bad.any():
         row = bad.idxmax()
-        raise ConfigError(f"{_source(df)} row {row}: column '{label}' is not numeric ('{df.loc[row, label]}'); "
+        raise ManifestError(f"{_source(df)} row {row}: column '{label}' is not numeric ('{df.loc[row, label]}'); "
                           f"regression needs numbers (use --task classification --classes ... for categories)")
     return values
 
@@ -126,7 +126,7 @@ def check_classes_present(df: pd.DataFrame, spec: LabelSpec, what: str = "traini
     counts = np.bincount(df[TARGET].to_numpy(int), minlength=len(spec.classes))
     absent = [c for c, n in zip(spec.classes, counts) if n == 0]
     if absent:
-        raise ConfigError(f"{_source(df)}: class {', '.join(absent)} has no rows in the {what} data "
+        raise ManifestError(f"{_source(df)}: class {', '.join(absent)} has no rows in the {what} data "
                           f"(counts: {', '.join(f'{c} {n}' for c, n in zip(spec.classes, counts))})")
 
 
@@ -173,5 +173,5 @@ def select_rows(train_df: pd.DataFrame, val_df: pd.DataFrame | None, label: str,
     if val_df is not None:
         val, _ = prepare_labels(val_df, label, spec.task, spec.classes)
         if val.empty:
-            raise ConfigError(f"{val_df.attrs.get('source', 'validation manifest')}: no row has a usable '{label}'")
+            raise ManifestError(f"{val_df.attrs.get('source', 'validation manifest')}: no row has a usable '{label}'")
     return train, val, spec, budget

@@ -273,7 +273,7 @@ def select_scans(manifest: pd.DataFrame, modalities: tuple[str, ...], options: S
         if column not in manifest.columns:
             raise ManifestError(f"{source}: no '{column}' column")
     if options.regions_column and options.regions_column not in manifest.columns:
-        raise ConfigError(f"--regions-column {options.regions_column}: no such column in {source}")
+        raise ManifestError(f"--regions-column {options.regions_column}: no such column in {source}")
     has_modality = "modality" in manifest.columns and manifest["modality"].notna().any()
     if len(modalities) == 1:
         scans = [_scan(idx, row, [row["image"]], modalities[0]) for idx, row in manifest.iterrows()

@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 
 from neuro_ssl.data.io import is_volume_file, load_volume, volume_suffix
-from neuro_ssl.errors import ConfigError, ImageError
+from neuro_ssl.errors import ImageError, ManifestError
 from neuro_ssl.interpret.native import resample_to_grid
 
 
@@ -114,14 +114,14 @@ def resample_labels(labels, labels_affine, shape, affine) -> np.ndarray:
 
 
 def load_regions(path: str | os.PathLike, labels_path: str | os.PathLike | None = None) -> RegionSet:
-    """Read ``--regions`` (a folder of masks or one atlas file); ConfigError/ImageError if unusable."""
+    """Read ``--regions`` (a folder of masks or one atlas file); ImageError/ManifestError if unusable (data: exit 1)."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"--regions {path}: not found")
+        raise ImageError(f"--regions {path}: not found")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and is_volume_file(p) and not p.name.startswith("."))
         if not files:
-            raise ConfigError(f"--regions {path}: the folder holds no mask files (.nii, .nii.gz, .nrrd, .mha, ...)")
+            raise ImageError(f"--regions {path}: the folder holds no mask files (.nii, .nii.gz, .nrrd, .mha, ...)")
         layers = [_mask_layer(f) for f in files]
         _check_unique(layers, path)
         return RegionSet(layers)
@@ -181,7 +181,7 @@ def _find_labels_table(atlas: Path, labels_path) -> Path | None:
     if labels_path is not None:
         labels_path = Path(labels_path)
         if not labels_path.is_file():
-            raise ConfigError(f"--region-labels {labels_path}: not found")
+            raise ManifestError(f"--region-labels {labels_path}: not found")
         return labels_path
     stem = volume_stem(atlas)
     for name in (f"{stem}.tsv", f"{stem}.csv", f"{stem}_labels.tsv", f"{stem}_labels.csv"):
@@ -203,13 +203,13 @@ def read_label_names(path: str | os.PathLike) -> dict[int, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         if len(cells) < 2:
-            raise ConfigError(f"{path} row {line_no}: expected 'index{delimiter}name'")
+            raise ManifestError(f"{path} row {line_no}: expected 'index{delimiter}name'")
         try:
             index = int(float(cells[0]))
         except ValueError:
             if line_no == 1:
                 continue  # a header row
-            raise ConfigError(f"{path} row {line_no}: label index {cells[0]!r} is not an integer") from None
+            raise ManifestError(f"{path} row {line_no}: label index {cells[0]!r} is not an integer") from None
         names[index] = cells[1]
     return names
 
@@ -219,5 +219,5 @@ def _check_unique(layers: list[LabelLayer], folder: Path) -> None:
     for layer in layers:
         for name in layer.names.values():
             if name in seen:
-                raise ConfigError(f"--regions {folder}: two masks are both named '{name}' ({seen[name]}, {layer.source})")
+                raise ImageError(f"--regions {folder}: two masks are both named '{name}' ({seen[name]}, {layer.source})")
             seen[name] = layer.source

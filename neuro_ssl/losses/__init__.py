@@ -1,12 +1,15 @@
 """Contrastive losses for pretraining: take projections (and covariates or labels), return a scalar.
 
 All compare un-normalized (B, D) projections of two views by cosine / temperature in float32 or
-wider (stable at T = 0.01 and under bf16/fp16 autocast), accept a MoCo-style ``queue=(zq, yq)``
-of extra candidates, and gather embeddings across ranks under torch.distributed. See
-docs/losses.md for the formulas and the distributed gradient convention.
+wider (stable at T = 0.01 and under bf16/fp16 autocast) and gather embeddings across ranks under
+torch.distributed. NTXent, YAwareInfoNCE and SupCon accept a momentum ``queue=(zq, yq)`` of extra
+candidates (SimCLR/y-Aware/SupCon with extra queue negatives: keys act as anchors too, in-batch
+samples stay negatives); MoCoInfoNCE is MoCo's own loss (a query against its key and the queue
+only). See docs/losses.md for the formulas and the distributed gradient convention.
 """
 
 from neuro_ssl.losses._dist import gather_with_grad, rank, world_size
+from neuro_ssl.losses.moco import MoCoInfoNCE
 from neuro_ssl.losses.ntxent import NTXent
 from neuro_ssl.losses.queue import MemoryQueue, momentum_update
 from neuro_ssl.losses.supcon import SupCon
@@ -17,6 +20,7 @@ LOSSES = {"simclr": NTXent, "yaware": YAwareInfoNCE, "supcon": SupCon}
 __all__ = [
     "LOSSES",
     "MemoryQueue",
+    "MoCoInfoNCE",
     "NTXent",
     "SupCon",
     "YAwareInfoNCE",

@@ -6,7 +6,9 @@ Classification", MICCAI 2021, arXiv:2106.08808, eq. (3):
     l_a  = -sum_{b != a} (w_ab / sum_{c != a} w_ac) * log( exp(s_ab) / sum_{c != a} exp(s_ac) )
     loss = mean of l_a over the 2B anchors,   s = cos / T on [z1; z2] (L2-normalized inside)
 Default: weights normalized PER ANCHOR (each row sums to 1), as in the paper. The other view has
-w = 1, so sigma -> 0 gives NT-Xent exactly, even when the kernel underflows for every other pair.
+w = 1, so sigma -> 0 gives NT-Xent exactly WHEN THE COVARIATES IN THE BATCH ALL DIFFER (even when
+the kernel underflows for every other pair). Scans with tied covariates keep w = 1 for each other,
+so with ties the limit is SupCon with the covariate as the class (docs/losses.md gives the size).
 
 ``reference_compat=True`` reproduces the published code (Duplums/yAwareContrastiveLearning,
 ``GeneralizedSupervisedNTXenLoss``): its ``W /= W.sum(axis=1)`` broadcasts, dividing column l by

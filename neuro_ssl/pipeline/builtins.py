@@ -34,18 +34,18 @@ def select(manifest: str, out: str, column: str, values: list[str] | str) -> Pat
     ``MCI`` takes EMCI/LMCI); elsewhere values compare as text.
     """
     from neuro_ssl.data.manifest import diagnosis_matches, read_manifest, write_manifest
-    from neuro_ssl.errors import ConfigError
+    from neuro_ssl.errors import ManifestError
 
     table = read_manifest(manifest)
     wanted = [str(v) for v in (values.split(",") if isinstance(values, str) else values)]
     if column not in table.columns:
-        raise ConfigError(f"{manifest}: no column '{column}' to select rows on")
+        raise ManifestError(f"{manifest}: no column '{column}' to select rows on")
     if column == "diagnosis":
         keep = table[column].map(lambda v: any(diagnosis_matches(v, w) for w in wanted))
     else:
         keep = table[column].astype(str).isin(wanted)
     if not keep.any():
-        raise ConfigError(f"{manifest}: no row has {column} in {','.join(wanted)}")
+        raise ManifestError(f"{manifest}: no row has {column} in {','.join(wanted)}")
     return write_manifest(table[keep.astype(bool)], out)
 
 

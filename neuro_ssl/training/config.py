@@ -15,13 +15,15 @@ from typing import Any, Mapping
 
 from neuro_ssl.errors import ConfigError
 
-LOSSES = ("simclr", "yaware", "supcon")
+LOSSES = ("simclr", "yaware", "supcon", "moco")
 #: the same names as ``models.encoders.ARCHS`` / ``NORMS`` (kept here so ``--help`` imports no torch)
 ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121")
 NORMS = ("batch", "group", "instance")
 OPTIMIZERS = ("adamw", "adam")
 AMP_MODES = ("none", "bf16", "fp16")
 MISSING_Y = ("fail", "skip")
+#: the same names as ``data.io.FRAMES`` (kept here so ``--help`` imports nothing heavy)
+FRAMES = ("single", "mean")
 #: keys config.yaml may also hold (where the data came from); not options of the computation
 RUN_KEYS = frozenset({"manifest", "val_manifest", "out", "resume", "config"})
 
@@ -39,7 +41,7 @@ class PretrainConfig:
     meta: tuple[str, ...] = ()          # covariate column(s) (yaware) or the label column (supcon)
     sigma: float = 5.0                  # RBF kernel width, in the units of the meta column(s)
     temperature: float = 0.1
-    queue: int = 0                      # MoCo memory size (0 = none); keys from a momentum encoder
+    queue: int = 0                      # momentum queue of extra candidates (0 = none): not MoCo's loss
     momentum: float = 0.99              # target-network EMA coefficient (with --queue)
     # network
     arch: str = "resnet18"
@@ -75,6 +77,7 @@ class PretrainConfig:
     skip_bad: bool = False
     missing_y: str = "fail"
     log_every: int = 10                 # optimizer steps between TensorBoard scalars
+    frames: str = "single"              # preprocessing: "mean" averages the frames of a 4D file (dynamic PET)
 
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -103,9 +106,12 @@ class PretrainConfig:
 
     def preprocess_dict(self) -> dict[str, Any]:
         """The PreprocessConfig fields (later commands rebuild the same preprocessing from these)."""
-        return {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
-                "normalization": self.normalization, "modalities": list(self.input_modalities),
-                "mask_background": bool(self.mask_background)}
+        out = {"spacing_mm": list(self.spacing_mm), "shape": list(self.shape),
+               "normalization": self.normalization, "modalities": list(self.input_modalities),
+               "mask_background": bool(self.mask_background)}
+        if self.frames != "single":  # as PreprocessConfig.to_dict: earlier encoders' meta stays as it was
+            out["frames"] = self.frames
+        return out
 
     @property
     def input_modalities(self) -> tuple[str, ...]:
@@ -126,9 +132,13 @@ class PretrainConfig:
         _choice("missing_y", self.missing_y, MISSING_Y)
         _choice("arch", self.arch, ARCHS)
         _choice("norm", self.norm, NORMS)
+        _choice("frames", self.frames, FRAMES)
         if self.loss in ("yaware", "supcon") and not self.meta:
             column = "age" if self.loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
+        if self.loss == "moco" and int(self.queue) < 1:
+            raise ConfigError("--loss moco needs --queue N, the number of past keys kept as negatives "
+                              "(MoCo used 65536 on ImageNet; keep it below the number of training scans)")
         if self.loss == "supcon" and len(self.meta) != 1:
             raise ConfigError(f"--loss supcon takes one label column in --meta, got {','.join(self.meta)}")
         _positive("sigma", self.sigma)

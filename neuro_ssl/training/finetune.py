@@ -33,7 +33,7 @@ from torch import nn
 from neuro_ssl._utils.files import write_yaml
 from neuro_ssl._utils.seeding import seed_everything
 from neuro_ssl.data.transforms import PreprocessConfig
-from neuro_ssl.errors import ConfigError
+from neuro_ssl.errors import CheckpointError, ConfigError, ManifestError
 from neuro_ssl.data.screening import screen_rows, write_skipped
 from neuro_ssl.evaluation.inference import forward_dataset, item_rows, make_dataset
 from neuro_ssl.evaluation.labels import TARGET, LabelSpec, select_rows
@@ -81,6 +81,7 @@ class FinetuneConfig:
     workers: int = 0
     cache_dir: str | None = None
     skip_bad: bool = False
+    frames: str = "single"               # preprocessing for --mode scratch without --encoder (4D: mean of frames)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v, tuple) else v)
@@ -125,7 +126,7 @@ def build_network(config: FinetuneConfig, n_outputs: int) -> _Network:
     if config.encoder:
         encoder, meta = load_encoder(config.encoder)
         if "preprocess" not in meta:
-            raise ConfigError(f"{config.encoder}: the encoder's meta has no 'preprocess' section")
+            raise CheckpointError(f"{config.encoder}: the encoder's meta has no 'preprocess' section")
         preprocess = PreprocessConfig.from_dict(meta["preprocess"])
         if config.mode == "scratch":  # same network, fresh weights, and it has seen nobody
             encoder = build_encoder(encoder.arch, encoder.in_channels, encoder.norm, encoder.width)
@@ -134,7 +135,7 @@ def build_network(config: FinetuneConfig, n_outputs: int) -> _Network:
             pretrain_subjects = [str(s) for s in meta.get("subjects", [])]
     else:
         preprocess = PreprocessConfig(config.spacing_mm, config.shape, config.normalization, config.modalities,
-                                      config.mask_background)
+                                      config.mask_background, frames=config.frames)
         encoder = build_encoder(config.arch, len(preprocess.modalities), config.norm, config.width)
         meta, pretrain_subjects = {}, []
     encoder.check_input_shape((len(preprocess.modalities), *preprocess.shape))
@@ -150,7 +151,6 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     """
     config = (config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)).validate()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     train_df, skipped = screen_rows(train_df, used_columns=(config.label,), skip_bad=config.skip_bad)
     if val_df is not None:
@@ -164,6 +164,7 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     device = loop.resolve_device(config.device)
     loop.check_amp(config.amp, device)
     trainer = _Trainer(config, spec, net, train, val, device, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused while checking its inputs leaves no folder
     history = trainer.fit(resume)
     skipped += list(trainer.train_set.skipped) + list(trainer.val_set.skipped if trainer.val_set else [])
     write_skipped(out_dir, skipped)
@@ -182,7 +183,7 @@ def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:
     return dataclasses.replace(config, arch=encoder.arch, norm=encoder.norm, width=float(encoder.width),
                                spacing_mm=tuple(pre.spacing_mm), shape=tuple(pre.shape),
                                normalization=pre.normalization, modalities=tuple(pre.modalities),
-                               mask_background=pre.mask_background)
+                               mask_background=pre.mask_background, frames=pre.frames)
 
 
 def _model_meta(config, spec: LabelSpec, net: _Network, train, val, budget, trainer) -> dict:
@@ -217,7 +218,7 @@ class _Trainer:
         self.y_val = self._targets(self.val_set, val) if val is not None else None
         self.n_train = len(self.y_train)
         if self.n_train < 2:
-            raise ConfigError(f"{train.attrs.get('source', 'training manifest')}: {self.n_train} usable labelled scan(s); "
+            raise ManifestError(f"{train.attrs.get('source', 'training manifest')}: {self.n_train} usable labelled scan(s); "
                               "fine-tuning needs at least 2")
         self.target_mean, self.target_sd = 0.0, 1.0
         if self.regression:

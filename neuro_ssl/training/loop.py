@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from neuro_ssl._utils.files import torch_save, write_csv
-from neuro_ssl.errors import ConfigError
+from neuro_ssl.errors import ConfigError, ManifestError
 from neuro_ssl.models.checkpoints import read_checkpoint
 
 TRAIN_CHECKPOINT_FORMAT = "neuro-ssl-train-checkpoint/1"
@@ -394,7 +394,7 @@ def count_batches_or_fail(n_items: int, batch_size: int, world_size: int, what: 
     """Optimizer-free check that at least one full batch exists; ConfigError otherwise."""
     if n_items < batch_size * world_size:
         per = f"{batch_size} x {world_size} ranks" if world_size > 1 else f"{batch_size}"
-        raise ConfigError(f"{what} has {n_items} usable scan(s), fewer than one batch of {per}: "
+        raise ManifestError(f"{what} has {n_items} usable scan(s), fewer than one batch of {per}: "
                           f"lower --batch-size or add scans")
     return n_items // (batch_size * world_size)
 

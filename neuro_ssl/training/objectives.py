@@ -191,4 +191,33 @@ class SupervisedContrastive(PairLoss):
         return SupCon(temperature=config.temperature)
 
 
+@register("moco")
+class MoCo(Objective):
+    """MoCo v2's InfoNCE (He et al., CVPR 2020, arXiv:1911.05722; Chen et al., arXiv:2003.04297).
+
+    Each view's query (online encoder + head) against the other view's key from the momentum
+    encoder and the ``--queue`` negatives only, keys without gradient; symmetrised over the two
+    views as MoCo v3 does (arXiv:2104.02057): (L(q1, k2) + L(q2, k1)) / 2. Until the queue holds
+    keys (the first step) the negatives are the batch's other keys, MoCo v3's form. The keys of
+    view 1 join the queue after each optimizer step. ``neuro_ssl.losses.MoCoInfoNCE``.
+    """
+
+    @classmethod
+    def needs_target(cls, config) -> bool:
+        return True
+
+    def __init__(self, config, data):
+        super().__init__(config, data)
+        from neuro_ssl.losses import MoCoInfoNCE
+
+        self.loss_fn = MoCoInfoNCE(temperature=config.temperature, symmetric=True)
+
+    def forward(self, step: Step) -> StepOutput:
+        _, z = step.encode()
+        q1, q2 = z.chunk(2)
+        k1, k2 = step.encode_target().chunk(2)
+        memory = step.queue.get() if len(step.queue) else None
+        return StepOutput(self.loss_fn(q1, k2, queue=memory, q2=q2, k1=k1), keys=k1, keys_y=step.y)
+
+
 __all__ = ["OBJECTIVES", "Objective", "Step", "StepOutput", "build_objective", "register"]

@@ -65,7 +65,11 @@ def ridge_age_mae(features: np.ndarray, age: np.ndarray, groups: np.ndarray, n_s
 
 def diagnosis_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_splits: int = 5,
                   seed: int = 0) -> float:
-    """Out-of-fold AUC of standardized logistic regression; NaN unless >= 2 classes of >= 2 scans."""
+    """Out-of-fold AUC of standardized logistic regression, folds grouped by subject.
+
+    NaN unless there are >= 2 classes of >= 2 scans and >= 2 subjects each, and every training
+    fold holds every class (a small validation manifest: no AUC rather than an error).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
@@ -78,12 +82,16 @@ def diagnosis_auc(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, 
     classes, counts = np.unique(y.astype(str), return_counts=True) if len(y) else (np.array([]), np.array([]))
     if len(classes) < 2 or counts.min() < 2:
         return float("nan")
-    k = min(_folds(g, n_splits), int(counts.min()))
+    y = y.astype(str)
+    subjects_per_class = min(len(np.unique(g[y == c])) for c in classes)
+    k = min(_folds(g, n_splits), subjects_per_class)
     if k < 2:
         return float("nan")
+    folds = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(x, y, g))
+    if any(len(np.unique(y[train])) < len(classes) for train, _ in folds):
+        return float("nan")  # a few subjects per class: some training fold would miss a class
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    proba = cross_val_predict(model, x, y.astype(str), groups=g, cv=cv, method="predict_proba")
+    proba = cross_val_predict(model, x, y, cv=folds, method="predict_proba")
     if len(classes) == 2:
         return float(roc_auc_score(y.astype(str) == classes[1], proba[:, 1]))
     return float(roc_auc_score(y.astype(str), proba, multi_class="ovr", average="macro", labels=classes))

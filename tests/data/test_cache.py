@@ -68,7 +68,7 @@ def test_no_cache_dir_writes_nothing(tmp_path, volume):
     assert [p.name for p in tmp_path.iterdir()] == ["sub-01.nii.gz"]
 
 
-def test_rewritten_or_touched_file_is_preprocessed_again(tmp_path, volume):
+def test_rewritten_file_is_preprocessed_again_and_a_touched_one_is_not(tmp_path, volume):
     cache = VolumeCache(CONFIG, tmp_path / "cache")
     before = cache.get(volume)
     write_volume(volume, seed=0, scale=300.0)  # same path, new content
@@ -77,28 +77,47 @@ def test_rewritten_or_touched_file_is_preprocessed_again(tmp_path, volume):
     assert not np.array_equal(before.image, after.image)
     np.testing.assert_array_equal(after.image, VolumeCache(CONFIG).get(volume).image)
     st = volume.stat()
-    os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touch
+    os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touch: same bytes, same volume
     cache.get(volume)
-    assert cache.stats["misses"] == 3 and cache.stats["hits"] == 0
+    assert cache.stats["misses"] == 2 and cache.stats["hits"] == 1
 
 
-def test_config_change_is_a_new_entry(tmp_path, volume):
-    a = VolumeCache(CONFIG, tmp_path / "cache")
-    b = VolumeCache(PreprocessConfig(spacing_mm=4.0, shape=(12, 14, 12), normalization="percentile"), tmp_path / "cache")
-    a.get(volume)
-    b.get(volume)
-    assert a.stats["misses"] == 1 and b.stats["misses"] == 1
-    assert len(entry_files(tmp_path / "cache")) == 4
+def write_uncompressed(path: Path, seed: int) -> Path:
+    """An uncompressed NIfTI: its size depends only on shape and dtype, whatever the voxels hold."""
+    img = nib.load(str(write_volume(path.with_name(f"{path.name}.tmp.nii.gz"), seed=seed)))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj) * (1 + seed), img.affine), str(path))
+    path.with_name(f"{path.name}.tmp.nii.gz").unlink()
+    return path
 
 
-def test_content_hash_catches_same_size_same_mtime_rewrite(tmp_path, volume):
-    """size + mtime cannot see a same-size rewrite that restores mtime; the head/tail hash can."""
-    plain = VolumeCache(CONFIG, tmp_path / "c1")
-    hashed = VolumeCache(CONFIG, tmp_path / "c2", content_hash=True)
+@pytest.mark.parametrize("same_process", [True, False])
+def test_cp_p_rewrite_with_same_size_and_restored_mtime_is_seen(tmp_path, same_process):
+    """``cp -p other scan.nii`` (same size, mtime restored, same inode) must not return the old volume."""
+    import shutil
+
+    scan, other = write_uncompressed(tmp_path / "scan.nii", 0), write_uncompressed(tmp_path / "other.nii", 1)
+    assert scan.stat().st_size == other.stat().st_size
+    st = scan.stat()
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))  # cp -p carries this mtime over
+    cache = VolumeCache(CONFIG, tmp_path / "cache")
+    old = cache.get(scan)
+    shutil.copy2(other, scan)  # content and mtime, written into the same inode, as cp -p does
+    after = scan.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    new = (cache if same_process else VolumeCache(CONFIG, tmp_path / "cache")).get(scan)
+    truth = VolumeCache(CONFIG, None).get(other)
+    np.testing.assert_array_equal(new.image, truth.image)
+    assert not np.array_equal(new.image, old.image)
+
+
+def test_content_hash_off_keys_on_size_and_mtime(tmp_path, volume):
+    """``content_hash=False``: no read, but blind to a same-size rewrite that restores the mtime."""
+    plain = VolumeCache(CONFIG, tmp_path / "c1", content_hash=False)
+    hashed = VolumeCache(CONFIG, tmp_path / "c2")
     key_plain, key_hashed = plain.key([str(volume)]), hashed.key([str(volume)])
     st = volume.stat()
     raw = bytearray(volume.read_bytes())
-    raw[-5] ^= 0xFF
+    raw[len(raw) // 2] ^= 0xFF  # the middle of the file: a head/tail hash would miss it too
     volume.write_bytes(bytes(raw))
     os.utime(volume, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert plain.key([str(volume)]) == key_plain

@@ -306,3 +306,21 @@ def test_save_nifti_like_a_non_nifti_reference_uses_defaults(tmp_path):
     out = save_nifti(volume((5, 6, 7)), OBLIQUE, tmp_path / "map.nii.gz", like=tmp_path / "scan.nrrd")
     header = nib.load(out).header
     assert int(header["sform_code"]) == 1 and header.get_xyzt_units() == ("mm", "sec")
+
+
+def test_any_reader_library_failure_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """Issue 11: an RGB file once escaped as a TypeError traceback from validate. Whatever nibabel
+    raises while decoding voxels becomes one ImageError line naming the file."""
+    import nibabel.arrayproxy
+
+    path = tmp_path / "odd.img"
+    nib.save(nib.AnalyzeImage(volume(), np.eye(4)), str(path))
+
+    def explode(self, *args, **kwargs):
+        raise TypeError("Cannot cast array data from dtype([('R', 'u1')]) to dtype('float32')")
+
+    monkeypatch.setattr(nibabel.arrayproxy.ArrayProxy, "__array__", explode)
+    with pytest.raises(ImageError) as info:
+        check_volume(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ") and "TypeError" in message and "\n" not in message

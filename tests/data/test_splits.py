@@ -69,8 +69,8 @@ def test_splits_never_leak_and_cover_every_row(df, test_size, val_size, seed):
     n = df["subject_id"].nunique()
     n_test = 0 if test_size == 0 else max(1, math.floor(n * test_size + 0.5))
     n_val = 0 if val_size == 0 else max(1, math.floor(n * val_size + 0.5))
-    if n - n_test - n_val < 1:
-        with pytest.raises(ConfigError):
+    if n - n_test - n_val < 1:  # too few subjects for the sizes asked: a data problem (exit 1)
+        with pytest.raises(ManifestError):
             make_splits(df, test_size, val_size, "diagnosis", seed)
         return
     with _quiet():
@@ -87,7 +87,7 @@ def test_splits_never_leak_and_cover_every_row(df, test_size, val_size, seed):
 def test_folds_never_leak_and_each_subject_is_validated_once(df, k, seed):
     n = df["subject_id"].nunique()
     if n < k:
-        with pytest.raises(ConfigError):
+        with pytest.raises(ManifestError):
             make_folds(df, k, "diagnosis", seed)
         return
     with _quiet():
@@ -174,11 +174,11 @@ def test_numeric_stratify_column_is_binned():
 
 def test_bad_requests():
     df = cohort(10)
-    with pytest.raises(ConfigError, match="no such column"):
+    with pytest.raises(ManifestError, match="no such column"):
         make_splits(df, 0.2, 0.1, "DX_missing", 0)
     with pytest.raises(ConfigError, match="nothing to train on"):
         make_splits(df, 0.6, 0.4, "diagnosis", 0)
-    with _quiet(), pytest.raises(ConfigError, match="too few"):
+    with _quiet(), pytest.raises(ManifestError, match="too few"):
         make_splits(cohort(2), 0.4, 0.4, "diagnosis", 0)
     bad = df.copy()
     bad.loc[bad.index[3], "subject_id"] = np.nan

@@ -311,9 +311,9 @@ def _bad_files(tmp_path):
     cases["four_d"] = (nib.Nifti1Image(rng.random((12, 12, 12, 3)).astype(np.float32), affine), "3 volumes")
     nan = good.copy()
     nan[3, 3, 3] = np.nan
-    cases["nan"] = (nib.Nifti1Image(nan, affine), "NaN/Inf")
+    cases["nan"] = (nib.Nifti1Image(nan, affine), "NaN voxel")
     cases["constant"] = (nib.Nifti1Image(np.full((12, 12, 12), 7, np.float32), affine), "constant")
-    cases["flat"] = (nib.Nifti1Image(rng.random((12, 12)).astype(np.float32), affine), "not a 3D volume")
+    cases["flat"] = (nib.Nifti1Image(rng.random((12, 12)).astype(np.float32), affine), "2D image")
     zero_scale = nib.Nifti1Image(good, affine)
     zero_scale.set_qform(None, code=0)
     zero_scale.set_sform(np.diag([2.0, 0.0, 2.0, 1.0]), code=1)  # a header that a broken export writes
@@ -324,20 +324,26 @@ def _bad_files(tmp_path):
         nib.save(img, str(path))
         paths[name] = (path, words)
     (tmp_path / "text.nii").write_text("subject,age\n1,70\n")
-    paths["text"] = (tmp_path / "text.nii", "cannot be preprocessed")
+    paths["text"] = (tmp_path / "text.nii", "not a NIfTI file")
     paths["missing"] = (tmp_path / "missing.nii.gz", "file not found")
     (tmp_path / "table.csv").write_text("a\n")
-    paths["suffix"] = (tmp_path / "table.csv", "unsupported file type")
+    paths["suffix"] = (tmp_path / "table.csv", "unknown image format")
     return paths
 
 
 def test_bad_files_raise_one_line_image_errors(tmp_path):
+    """The chain refuses each file with the line validate's check_volume gives (one reader)."""
+    from neuro_ssl.data.io import check_volume
+
     prep = Preprocessor(PreprocessConfig(spacing_mm=4, shape=(8, 8, 8)))
     for name, (path, words) in _bad_files(tmp_path).items():
         with pytest.raises(ImageError) as info:
             prep([str(path)])
         message = str(info.value)
         assert str(path) in message and words in message and "\n" not in message, (name, message)
+        with pytest.raises(ImageError) as same:
+            check_volume(path)
+        assert str(same.value) == message
 
 
 def test_native_affine_is_the_files_own_even_when_pixdim_disagrees(tmp_path):
@@ -472,7 +478,7 @@ def test_a_mask_file_on_its_own_grid_lands_on_the_model_grid(tmp_path):
     assert np.all(unmasked([image], mask=mask)["image"] != 0)  # the old behaviour ignores masks
 
 
-@pytest.mark.parametrize("kind, words", [("empty", "mask .*empty"), ("4d", "mask .*not a 3D volume")])
+@pytest.mark.parametrize("kind, words", [("empty", "mask .*empty"), ("4d", "mask .*4D image with 3 volumes.*expected one 3D volume$")])
 def test_bad_mask_files_are_one_line_naming_the_mask(tmp_path, kind, words):
     affine = native_affine("RAS")
     image = write_blob(tmp_path / "t1.nii.gz", affine, world_point(affine))

@@ -150,7 +150,7 @@ def test_each_image_is_read_once_and_workers_agree(tmp_path, monkeypatch):
     df = read_manifest(path)
     calls = []
     real = validate_module.check_volume
-    monkeypatch.setattr(validate_module, "check_volume", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(validate_module, "check_volume", lambda p, frames="single": calls.append(p) or real(p, frames))
     totals = []
 
     def progress(iterable, total, **kwargs):

@@ -68,12 +68,14 @@ def test_silhouette_prefers_true_k_on_two_blobs():
 
 def test_bad_requests_are_one_line_errors():
     emb, manifest = _embeddings_and_manifest()
-    with pytest.raises(ConfigError, match="no column 'DX'"):
+    with pytest.raises(ManifestError, match="no column 'DX'"):
         cluster_embeddings(emb, manifest, against="DX")
-    with pytest.raises(ConfigError, match="continuous"):
+    with pytest.raises(ManifestError, match="continuous"):
         cluster_embeddings(emb, manifest, against="age", k=3)
-    with pytest.raises(ConfigError, match="--k 99"):
+    with pytest.raises(ManifestError, match="--k 99"):  # more clusters than this data has embeddings
         cluster_embeddings(emb, manifest, k=99)
+    with pytest.raises(ConfigError, match="--k 1: needs k >= 2"):  # wrong whatever the data
+        cluster_embeddings(emb, manifest, k=1)
     other = manifest.assign(subject_id=["x" + s for s in manifest["subject_id"]])
     with pytest.raises(ManifestError, match="none of the 45 embedding rows"):
         cluster_embeddings(emb, other)

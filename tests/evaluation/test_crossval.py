@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neuro_ssl.errors import ConfigError
+from neuro_ssl.errors import ManifestError
 from neuro_ssl.evaluation import crossval
 
 
@@ -59,5 +59,5 @@ def test_summary_rows_are_mean_and_sample_sd():
 
 
 def test_too_few_subjects_for_k():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ManifestError):
         crossval.subject_folds(_manifest(n_subjects=2), 3)

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from neuro_ssl.errors import ConfigError, ImageError
+from neuro_ssl.errors import ImageError, ManifestError
 from neuro_ssl.interpret.regions import (
     label_shares, load_regions, read_label_names, region_shares, resample_labels,
 )
@@ -101,14 +101,14 @@ def test_binary_file_is_one_region_named_by_its_stem(tmp_path):
 
 
 def test_bad_region_inputs_are_one_line_errors(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ImageError, match="not found"):
         load_regions(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match="no mask files"):
+    with pytest.raises(ImageError, match="no mask files"):
         load_regions(tmp_path / "empty")
     _save(tmp_path / "frac.nii.gz", np.full((3, 3, 3), 0.5, np.float32), np.eye(4))
     with pytest.raises(ImageError, match="integer labels"):
         load_regions(tmp_path / "frac.nii.gz")
     (tmp_path / "labels.csv").write_text("index,name\nx,oops\n")
-    with pytest.raises(ConfigError, match="row 2"):
+    with pytest.raises(ManifestError, match="row 2"):
         read_label_names(tmp_path / "labels.csv")

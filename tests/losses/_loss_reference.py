@@ -85,3 +85,20 @@ def fixture_case(ref: dict, row: int):
     """(z_i, z_j, y) of row ``row`` of the fixture's (36, ...) arrays, float64 numpy."""
     case = int(ref["case_index"][row])
     return tuple(ref[f"{key}_{case:03d}"] for key in ("z_i", "z_j", "y"))
+
+
+def moco(q, k, temperature, queue_z=None) -> float:
+    """MoCo's InfoNCE: mean over queries of -log softmax over [own key; queue] (v2) or over all keys (v3)."""
+    q, k = _unit_rows(q), _unit_rows(k)
+    negatives = _unit_rows(queue_z) if queue_z is not None and len(queue_z) else None
+    total = 0.0
+    for i in range(len(q)):
+        if negatives is not None:
+            sims = [float(q[i] @ k[i]) / temperature] + [float(q[i] @ n) / temperature for n in negatives]
+            own = 0
+        else:
+            sims = [float(q[i] @ kj) / temperature for kj in k]
+            own = i
+        top = max(sims)
+        total += -(sims[own] - top - math.log(sum(math.exp(s - top) for s in sims)))
+    return total / len(q)

@@ -1,4 +1,4 @@
-"""Fixtures for the loss tests: the published y-Aware reference numbers (../shared/fixtures)."""
+"""Fixtures for the loss tests: the published y-Aware reference numbers (tests/fixtures)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def yaware_reference(shared_dir):
-    """The npz described in shared/fixtures/yaware_reference_public.md; CI always has it, so a
+def yaware_reference(fixtures_dir):
+    """The npz described in tests/fixtures/yaware_reference_public.md, kept in the repository; a
     missing file fails the tests instead of skipping them."""
-    path = shared_dir / "fixtures" / "yaware_reference_public.npz"
+    path = fixtures_dir / "yaware_reference_public.npz"
     if not path.is_file():
-        pytest.fail(f"reference fixture missing: {path} (CI provides ../shared next to the repository)")
+        pytest.fail(f"reference fixture missing: {path} (it is part of the repository: restore it from git)")
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from neuro_ssl.losses import MemoryQueue, NTXent, SupCon, YAwareInfoNCE, world_size
+from neuro_ssl.losses import MemoryQueue, MoCoInfoNCE, NTXent, SupCon, YAwareInfoNCE, world_size
 
 ROWS_PER_RANK = (3, 5)
 DIM = 6
@@ -46,6 +46,10 @@ def loss_cases(batch: dict[str, torch.Tensor], rows: slice) -> dict[str, callabl
         "yaware_compat": lambda a, b: YAwareInfoNCE(5.0, 0.1, reference_compat=True)(a, b, age),
         "supcon": lambda a, b: SupCon(0.1)(a, b, label),
         "yaware_queue": lambda a, b: YAwareInfoNCE(5.0, 0.2)(a, b, age, queue=queue),
+        # MoCo: a = queries, b = keys (no gradient); T = 0.01 as in the numerics tests
+        "moco_queue": lambda a, b: MoCoInfoNCE(0.01)(a, b, queue=queue),
+        "moco_batch_keys": lambda a, b: MoCoInfoNCE(0.01)(a, b),  # no queue: every rank's keys are negatives
+        "moco_symmetric": lambda a, b: MoCoInfoNCE(0.1, symmetric=True)(a, b, q2=b, k1=a),
     }
 
 
@@ -53,7 +57,9 @@ def value_and_grads(fn, z1: torch.Tensor, z2: torch.Tensor) -> dict[str, torch.T
     z1, z2 = z1.clone().requires_grad_(), z2.clone().requires_grad_()
     loss = fn(z1, z2)
     loss.backward()
-    return {"loss": loss.detach(), "grad_z1": z1.grad, "grad_z2": z2.grad}
+    zero = torch.zeros_like  # MoCo's keys get no gradient at all
+    return {"loss": loss.detach(), "grad_z1": z1.grad if z1.grad is not None else zero(z1),
+            "grad_z2": z2.grad if z2.grad is not None else zero(z2)}
 
 
 def make_head() -> torch.nn.Module:

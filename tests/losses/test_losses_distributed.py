@@ -1,5 +1,6 @@
 """Two real gloo processes (torchrun) with gathering equal one process on the whole batch:
-loss values, input gradients (exact slices), the shared queue, and DDP parameter gradients."""
+loss values, input gradients (exact slices), the shared queue, and DDP parameter gradients.
+MoCo (queue, batch keys as negatives, symmetric) at T = 0.01 included."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _rows(r: int) -> slice:
     return slice(start, start + ddp_worker.ROWS_PER_RANK[r])
 
 
-@pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue"])
+@pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue",
+                                  "moco_queue", "moco_batch_keys", "moco_symmetric"])
 def test_two_ranks_equal_one_process(rank_results, name):
     batch = ddp_worker.global_batch()
     everything = slice(0, sum(ddp_worker.ROWS_PER_RANK))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import _loss_reference as ref
-from neuro_ssl.losses import NTXent, YAwareInfoNCE
+from neuro_ssl.losses import NTXent, SupCon, YAwareInfoNCE
 
 
 def _fixture_settings(r):
@@ -62,7 +62,7 @@ def test_reference_compat_matches_transcribed_quirk(rng):
     assert got == pytest.approx(ref.yaware_published(z1, z2, y, 3.0, 0.1), rel=1e-12)
 
 
-def test_small_sigma_is_ntxent(rng):
+def test_small_sigma_is_ntxent_when_the_covariates_all_differ(rng):
     z1, z2 = (torch.from_numpy(a) for a in rng.standard_normal((2, 8, 6)))
     y = torch.from_numpy(rng.uniform(50, 90, size=8))
     ntxent = NTXent(0.1)(z1, z2).item()
@@ -70,6 +70,22 @@ def test_small_sigma_is_ntxent(rng):
     for sigma in (1e-200, 5e-324):  # kernel (and sigma**2) underflow: still exactly NT-Xent
         assert YAwareInfoNCE(sigma, 0.1)(z1, z2, y).item() == pytest.approx(ntxent, rel=1e-12)
         assert YAwareInfoNCE(sigma, 0.1, reference_compat=True)(z1, z2, y).item() == pytest.approx(2 * ntxent, rel=1e-12)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.01])
+def test_small_sigma_with_tied_covariates_is_supcon_not_ntxent(temperature):
+    """Tied ages keep kernel weight 1 as sigma -> 0: the limit is SupCon with the age as the class,
+    not NT-Xent. docs/losses.md quotes this batch: 4.44 vs NT-Xent 4.98 at T 0.1 (-11 %)."""
+    gen = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(2, 8, 16, dtype=torch.float64, generator=gen)
+    ages = torch.tensor([70.0, 70, 70, 75, 75, 80, 80, 80], dtype=torch.float64)
+    got = YAwareInfoNCE(1e-6, temperature)(z1, z2, ages).item()
+    assert got == pytest.approx(SupCon(temperature)(z1, z2, ages).item(), rel=1e-12)
+    assert got == pytest.approx(ref.supcon(z1.numpy(), z2.numpy(), ages.numpy(), temperature), rel=1e-12)
+    ntxent = NTXent(temperature)(z1, z2).item()
+    assert got < 0.95 * ntxent
+    if temperature == 0.1:
+        assert (round(got, 2), round(ntxent, 2)) == (4.44, 4.98)
 
 
 def test_equal_covariates_with_huge_sigma_weigh_every_candidate_alike(rng):
@@ -121,3 +137,12 @@ def test_clear_errors():
         YAwareInfoNCE()(z, z, torch.zeros(4), queue=(torch.randn(2, 3), torch.zeros(2, 2)))
     with pytest.raises(ValueError, match="no queue"):
         YAwareInfoNCE(reference_compat=True)(z, z, torch.zeros(4), queue=(torch.randn(2, 3), torch.zeros(2, 1)))
+
+
+def test_docs_state_when_small_sigma_is_ntxent():
+    """docs/losses.md gives the condition (all covariates different) and this file's tied-batch numbers."""
+    from pathlib import Path
+
+    text = " ".join((Path(__file__).resolve().parents[2] / "docs" / "losses.md").read_text().split())
+    assert "when the covariates in a batch are all different" in text
+    assert "4.44 against NT-Xent's 4.98" in text and "SupCon with the covariate as the class" in text

@@ -6,6 +6,9 @@ training commands report each one (file and row named, non-zero exit) and skip i
 
 - :func:`make_bad_files`: broken volumes (truncated gzip, garbage, zero dims, 2D, 4D, NaN, Inf,
   all zero, zero-scale affine, text renamed ``.nii``, missing, unreadable);
+- :func:`make_field_files`: files people reported in public bug threads (nibabel, MONAI, BIDS,
+  ClinicaDL): RGB24, RGBA32, complex, 1-bit binary, a (x, y, z, 1, 1) 5D file, an Analyze
+  ``.hdr/.img`` pair, a ``.hdr`` without its ``.img``, gzip named ``.nii``, a dynamic 4D PET;
 - :func:`make_bad_manifests`: manifests that are broken as tables (missing column, wrong
   delimiter: no row can be blamed, the file is) or in one row (duplicate, non-numeric age,
   unknown diagnosis);
@@ -116,6 +119,59 @@ def _unusable_volumes(folder: Path) -> list[BadFile]:
             BadFile("inf_voxels", save("inf.nii.gz", inf), ("inf",)),
             BadFile("all_zero", save("zeros.nii.gz", np.zeros((24, 28, 24), np.float32)), ("zero", "constant")),
             BadFile("absurd_affine", folder / "zero_scale.nii.gz", ("affine",))]
+
+
+@dataclass(frozen=True)
+class FieldFile:
+    name: str
+    path: Path
+    expect: tuple[str, ...] | None     # None: a usable volume; else fragments of the refusal (lower case)
+    frames_mean_ok: bool = False       # usable once its frames are averaged (--frames mean)
+
+
+def _patch_nifti_datatype(path: Path, code: int, bitpix: int) -> None:
+    """Rewrite the datatype and bitpix fields (bytes 70-73) of an uncompressed NIfTI-1 header."""
+    import struct
+
+    raw = bytearray(path.read_bytes())
+    raw[70:74] = struct.pack("<hh", code, bitpix)
+    path.write_bytes(bytes(raw))
+
+
+def make_field_files(folder: Path) -> list[FieldFile]:
+    """Files of kinds that users reported in public threads, each a real file on disk."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vol, aff = _brain(), _affine()
+    out = []
+
+    rgb = np.zeros(vol.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["R"] = np.clip(vol, 0, 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(rgb, aff), str(folder / "rgb24.nii.gz"))
+    out.append(FieldFile("rgb24", folder / "rgb24.nii.gz", ("rgb",)))
+    rgba = np.zeros(vol.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1"), ("A", "u1")])
+    rgba["G"] = np.clip(vol, 0, 255).astype(np.uint8)
+    nib.save(nib.Nifti1Image(rgba, aff), str(folder / "rgba32.nii"))
+    out.append(FieldFile("rgba32_structured", folder / "rgba32.nii", ("rgba",)))
+    nib.save(nib.Nifti1Image((vol + 1j * vol).astype(np.complex64), aff), str(folder / "complex.nii.gz"))
+    out.append(FieldFile("complex64", folder / "complex.nii.gz", ("complex",)))
+    nib.save(nib.Nifti1Image((vol > 40).astype(np.uint8), aff), str(folder / "binary.nii"))
+    _patch_nifti_datatype(folder / "binary.nii", 1, 1)  # DT_BINARY: what some mask tools write
+    out.append(FieldFile("binary_bool", folder / "binary.nii", ("binary",)))
+
+    nib.save(nib.Nifti1Image(vol[..., None, None], aff), str(folder / "five_d.nii.gz"))
+    out.append(FieldFile("xyz11_5d", folder / "five_d.nii.gz", None))
+    nib.save(nib.AnalyzeImage(vol, aff), str(folder / "analyze.img"))
+    out.append(FieldFile("analyze_pair", folder / "analyze.img", None))
+    nib.save(nib.AnalyzeImage(vol, aff), str(folder / "lonely.img"))
+    (folder / "lonely.img").unlink()
+    out.append(FieldFile("hdr_without_img", folder / "lonely.hdr", ("without its image file", "lonely.img")))
+    nib.save(nib.Nifti1Image(vol, aff), str(folder / "packed.nii.gz"))
+    (folder / "packed.nii.gz").rename(folder / "packed.nii")
+    out.append(FieldFile("gzip_named_nii", folder / "packed.nii", ("gzip-compressed", ".nii.gz")))
+    frames = np.stack([vol * (1 + 0.1 * t) for t in range(6)], -1)  # ADNI dynamic FDG: 6 x 5 min
+    nib.save(nib.Nifti1Image(frames, aff), str(folder / "pet_dynamic.nii.gz"))
+    out.append(FieldFile("pet_4d_frames", folder / "pet_dynamic.nii.gz", ("6 volumes", "--frames mean"), True))
+    return out
 
 
 def make_unreadable(path: Path) -> BadFile | None:

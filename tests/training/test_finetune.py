@@ -178,10 +178,10 @@ def test_label_errors_are_one_line(cohort):
     df = read_manifest(cohort["manifest"])
     with pytest.raises(ManifestError, match="no column 'DXCHANGE'"):
         prepare_labels(df, "DXCHANGE")
-    with pytest.raises(ConfigError, match="row 2: column 'diagnosis' is not numeric"):
+    with pytest.raises(ManifestError, match="row 2: column 'diagnosis' is not numeric"):
         prepare_labels(df, "diagnosis", "regression")
     rows, spec = prepare_labels(df, "diagnosis", "auto", ("CN", "LMCI"))
-    with pytest.raises(ConfigError, match="class LMCI has no rows"):
+    with pytest.raises(ManifestError, match="class LMCI has no rows"):
         check_classes_present(rows[rows[TARGET] == 0], spec)
     with pytest.raises(ConfigError, match="needs --encoder"):
         ft.finetune({"mode": "linear"}, df, Path("/nonexistent"))

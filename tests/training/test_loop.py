@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from neuro_ssl.errors import CheckpointError, ConfigError
+from neuro_ssl.errors import CheckpointError, ConfigError, ManifestError
 from neuro_ssl.training import loop
 
 
@@ -172,5 +172,5 @@ def test_amp_modes():
 
 def test_too_few_scans_for_one_batch():
     assert loop.count_batches_or_fail(9, 4, 2, "m.csv") == 1
-    with pytest.raises(ConfigError, match="m.csv has 7 usable scan.*one batch of 4 x 2 ranks"):
+    with pytest.raises(ManifestError, match="m.csv has 7 usable scan.*one batch of 4 x 2 ranks"):
         loop.count_batches_or_fail(7, 4, 2, "m.csv")

@@ -53,6 +53,14 @@ def test_diagnosis_auc_limits():
     assert diagnosis_auc(np.c_[codes * 3.0 + rng.normal(scale=0.2, size=30)], three, np.arange(30)) > 0.95
 
 
+def test_diagnosis_auc_is_nan_not_an_error_when_a_class_has_one_subject():
+    """A small validation manifest (found by the docs test): 2 scans of AD, both of one subject.
+    Grouped folds would train without AD; sklearn raised. Now: no AUC (NaN), as documented."""
+    features = np.random.default_rng(0).normal(size=(6, 3))
+    labels = np.array(["CN", "CN", "CN", "CN", "AD", "AD"], dtype=object)
+    assert np.isnan(diagnosis_auc(features, labels, np.array(["a", "a", "b", "b", "c", "c"])))
+
+
 def test_embeddings_follow_dataset_order_in_eval_mode():
     torch.manual_seed(0)
     encoder = build_encoder("resnet10", width=0.25).train()

@@ -1,7 +1,10 @@
 """Importers: one small module per dialect, each turning an export into the canonical manifest.
 
 Every importer joins images to table rows by an identifier (Image Data ID, participant and
-session), never by row order, and reports what it could not match instead of guessing.
+session), never by row order, and reports what it could not match instead of guessing. Every
+folder and table a user names is made absolute first (``absolute_path``: relative to the working
+directory, ``..`` resolved by the file system), so a relative ``--root``, a symlinked folder or a
+``..`` in a path gives image paths that exist, from any working directory.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from typing import Iterable
 import pandas as pd
 
 from neuro_ssl.data.io import is_volume_file
+from neuro_ssl.data.manifest import absolute_path
 
-__all__ = ["ImportResult", "find_volumes", "first_few", "tracer_modality"]
+__all__ = ["ImportResult", "absolute_path", "find_volumes", "first_few", "tracer_modality"]
 
 
 @dataclass
@@ -40,7 +44,7 @@ class ImportResult:
 def find_volumes(root: str | os.PathLike) -> list[Path]:
     """Every readable volume file under ``root`` (absolute paths, sorted); hidden files skipped."""
     found = []
-    for folder, dirs, files in os.walk(os.path.abspath(root)):
+    for folder, dirs, files in os.walk(absolute_path(root)):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(folder) / f for f in files if not f.startswith(".") and is_volume_file(f))
     return sorted(found)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neuro_ssl.data.importers import ImportResult, find_volumes, first_few, tracer_modality
+from neuro_ssl.data.importers import ImportResult, absolute_path, find_volumes, first_few, tracer_modality
 from neuro_ssl.data.io import volume_suffix
 from neuro_ssl.data.manifest import find_column, normalize_manifest, read_table
 from neuro_ssl.errors import ManifestError
@@ -29,7 +29,7 @@ _FOLDER_ID = re.compile(r"^I(\d+)$")
 
 def import_adni(images_dir: str | Path, csv_path: str | Path) -> ImportResult:
     """Join every image under ``images_dir`` to its row of ``csv_path`` by Image Data ID."""
-    images_dir, csv_path = Path(images_dir), Path(csv_path)
+    images_dir, csv_path = Path(absolute_path(images_dir)), Path(csv_path)
     if not images_dir.is_dir():
         raise ManifestError(f"{images_dir}: not a folder (--images expects the ADNI download folder)")
     table = read_table(csv_path)

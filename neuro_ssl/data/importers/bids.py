@@ -4,6 +4,15 @@ Demographics come from ``participants.tsv`` (``participant_id``, ``age``, ``sex`
 and, when a subject has one, from ``sub-X/sub-X_sessions.tsv``, whose values (such as the age at
 each session) win over the participant-level ones. Datasets without sessions are supported
 (their ``session_id`` becomes ``bl``). PET modality comes from the ``trc-`` entity.
+
+Two choices are explicit and reported with a count:
+- ``session_age``: a subject with several sessions whose ``sessions.tsv`` gives no age for a
+  session (``n/a``, no age column, no file) takes ``participants.tsv``'s single age for it
+  (``participants``, the default: one value for every session, usually the age at the first)
+  or is left without one (``missing``);
+- ``run``: several runs of one suffix in a session (``run-1``, ``run-2``) keep the ``first``
+  (lowest run number, the default), the ``last``, or ``all`` of them; the ``run`` column is kept
+  and ``validate`` counts (subject, session, modality, run) as the key.
 """
 
 from __future__ import annotations
@@ -14,18 +23,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neuro_ssl.data.importers import ImportResult, first_few
+from neuro_ssl.data.importers import ImportResult, absolute_path, first_few
 from neuro_ssl.data.importers.clinicadl import modality_from_filename
 from neuro_ssl.data.manifest import find_column, normalize_manifest, read_table
-from neuro_ssl.errors import ManifestError
+from neuro_ssl.errors import ConfigError, ManifestError
 
 DEFAULT_SUFFIXES = ("T1w", "pet")
 _ENTITIES = ("acq", "trc", "rec", "run")
+SESSION_AGE = ("participants", "missing")
+RUNS = ("first", "last", "all")
 
 
-def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES) -> ImportResult:
-    """One manifest row per image of the given BIDS suffixes (``T1w``, ``pet``, ``FLAIR`` ...)."""
-    root = Path(root)
+def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES, session_age: str = "participants",
+                run: str = "first") -> ImportResult:
+    """One manifest row per image of the given BIDS suffixes (``T1w``, ``pet``, ``FLAIR`` ...);
+    ``session_age`` and ``run`` as in the module docstring."""
+    if session_age not in SESSION_AGE or run not in RUNS:
+        raise ConfigError(f"session_age must be one of {', '.join(SESSION_AGE)} and run one of {', '.join(RUNS)}")
+    root = Path(absolute_path(root))
     if not root.is_dir():
         raise ManifestError(f"{root}: not a folder (--root expects a BIDS dataset)")
     subjects = sorted(p for p in root.glob("sub-*") if p.is_dir())
@@ -33,18 +48,30 @@ def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES) 
         raise ManifestError(f"{root}: no sub-* folders: not a BIDS dataset")
     participants = _participants(root)
     notes: list[str] = []
-    records = []
+    records, borrowed_ages = [], 0
     for subject_dir in subjects:
         sessions = _sessions(subject_dir)
-        for session_dir in sorted(p for p in subject_dir.glob("ses-*") if p.is_dir()) or [subject_dir]:
+        session_dirs = sorted(p for p in subject_dir.glob("ses-*") if p.is_dir())
+        for session_dir in session_dirs or [subject_dir]:
             session = session_dir.name if session_dir != subject_dir else None
+            own = sessions.get(session, {})
+            record = {**participants.get(subject_dir.name, {}), **own}
+            if len(session_dirs) > 1 and _age_key(record) and not _age_key(own):
+                borrowed_ages += 1
+                if session_age == "missing":
+                    del record[_age_key(record)]
             for image in _images(session_dir, suffixes):
-                record = {**participants.get(subject_dir.name, {}), **sessions.get(session, {})}
-                record.update(participant_id=subject_dir.name, session_id=session, image=str(image),
-                              modality=modality_from_filename(image), **_entities(image.name))
-                records.append(record)
+                records.append({**record, "participant_id": subject_dir.name, "session_id": session,
+                                "image": str(image), "modality": modality_from_filename(image),
+                                **_entities(image.name)})
     if not records:
         raise ManifestError(f"{root}: no images with suffix {', '.join(suffixes)} under sub-*/[ses-*/]anat|pet")
+    if borrowed_ages:
+        what = ("took participants.tsv's age, the same for every session of a subject; --session-age missing "
+                "leaves them empty" if session_age == "participants" else "left without an age (--session-age missing)")
+        notes.append(f"{borrowed_ages} sessions of subjects with several sessions have no age in their "
+                     f"sessions.tsv (n/a, no age column or no file): {what}")
+    records = _choose_runs(records, run, notes)
     imaged = {r["participant_id"] for r in records}
     without_images = sorted(set(participants) - imaged)
     not_listed = sorted(imaged - set(participants)) if participants else []
@@ -59,6 +86,37 @@ def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES) 
     raw.index = pd.RangeIndex(1, len(raw) + 1)
     manifest = normalize_manifest(raw, base_dir=root, source=str(root / "participants.tsv"))
     return ImportResult(manifest, notes, 0, len(without_images))
+
+
+def _age_key(values: dict) -> str | None:
+    return next((k for k in values if str(k).lower() == "age"), None)
+
+
+def _choose_runs(records: list[dict], rule: str, notes: list[str]) -> list[dict]:
+    """Keep one run per (subject, session, modality) (``first``/``last`` run number) or ``all``."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["participant_id"], r["session_id"], r["modality"]), []).append(r)
+    several = [g for g in groups.values() if len({r.get("run") for r in g}) > 1]
+    if not several:
+        return records
+    if rule == "all":
+        notes.append(f"{len(several)} sessions have several runs of one modality: all kept, told apart by the run column")
+        return records
+    dropped = set()
+    for group in several:
+        ordered = sorted(group, key=lambda r: _run_number(r.get("run")))
+        keep = ordered[0] if rule == "first" else ordered[-1]
+        dropped.update(id(r) for r in group if r is not keep)
+    notes.append(f"{len(several)} sessions have several runs of one modality: kept the {rule} run of each, "
+                 f"{len(dropped)} images left out (--run first|last|all)")
+    return [r for r in records if id(r) not in dropped]
+
+
+def _run_number(label) -> tuple:
+    """``run-2`` before ``run-10``; a file without a run label first."""
+    text = "" if label is None else str(label)
+    return (0, -1, "") if not text else ((1, int(text), "") if text.isdigit() else (2, 0, text))
 
 
 def _participants(root: Path) -> dict[str, dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from neuro_ssl.data.importers import ImportResult, first_few, tracer_modality
+from neuro_ssl.data.importers import ImportResult, absolute_path, first_few, tracer_modality
 from neuro_ssl.data.manifest import find_column, normalize_manifest, read_table
 from neuro_ssl.errors import ManifestError
 
@@ -25,7 +25,7 @@ DEFAULT_PATTERN = "t1_linear/*_T1w.nii*"
 def import_clinicadl(tsv_path: str | Path, caps_dir: str | Path, pattern: str = DEFAULT_PATTERN,
                      modality: str | None = None) -> ImportResult:
     """One manifest row per TSV row whose CAPS session folder holds one file matching ``pattern``."""
-    tsv_path, caps_dir = Path(tsv_path), Path(caps_dir)
+    tsv_path, caps_dir = Path(tsv_path), Path(absolute_path(caps_dir))
     subjects_dir = caps_dir / "subjects"
     if not subjects_dir.is_dir():
         raise ManifestError(f"{caps_dir}: not a CAPS folder (no subjects/ inside)")

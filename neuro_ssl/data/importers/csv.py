@@ -11,7 +11,7 @@ import difflib
 import os
 from pathlib import Path
 
-from neuro_ssl.data.importers import ImportResult, first_few
+from neuro_ssl.data.importers import ImportResult, absolute_path, first_few
 from neuro_ssl.data.manifest import CANONICAL_COLUMNS, OPTIONAL_COLUMNS, normalize_manifest, read_table
 from neuro_ssl.errors import ConfigError, ManifestError
 
@@ -50,7 +50,7 @@ def import_csv(csv_path: str | Path, columns: dict[str, str], image_root: str | 
     aside = {c: f"{c}_original" for c in table.columns if c in targets and columns.get(c) != c}
     table = table.rename(columns=aside)
     table = table.rename(columns={aside.get(col, col): role for role, col in columns.items()})
-    base = Path(image_root) if image_root is not None else Path(os.path.abspath(csv_path)).parent
+    base = Path(absolute_path(image_root if image_root is not None else Path(csv_path).parent))
     manifest = normalize_manifest(table, base_dir=base, source=str(csv_path))
     notes = []
     missing = [f"row {line} ({p})" for line, p in manifest["image"].items() if isinstance(p, str) and not os.path.exists(p)]
