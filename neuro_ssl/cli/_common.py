@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 from neuro_ssl.errors import ConfigError
 
@@ -189,6 +190,65 @@ def progress(iterable: Iterable | None = None, **kwargs):
     kwargs.setdefault("mininterval", 0.5)
     kwargs.setdefault("disable", os.environ.get("NEURO_SSL_QUIET") == "1")
     return tqdm(iterable, **kwargs)
+
+
+#: names under a command's --out that mean it has done work a rerun continues (kept after a failure);
+#: a command module may set its own ``KEEP_ON_FAILURE`` (fnmatch patterns of file or folder names)
+KEEP_ON_FAILURE = ("checkpoint.pt",)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command; if it fails, its ``--out`` is left as it was before (see :func:`output_guard`)."""
+    out = getattr(args, "out", None)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 owns the output
+    with output_guard(Path(out) if out is not None and main_rank else None,
+                      getattr(args, "_keep", KEEP_ON_FAILURE)):
+        return int(args._run(args) or 0)
+
+
+@contextlib.contextmanager
+def output_guard(out: Path | None, keep: Sequence[str] = KEEP_ON_FAILURE) -> Iterator[None]:
+    """A command that fails leaves no output behind unless it got as far as resumable work.
+
+    On any exception (a user error, a bug, Ctrl-C): a path that did not exist before is removed
+    again, and a folder that existed empty is emptied again, unless something under it matches
+    ``keep`` (a training checkpoint: the run continues with --resume). A file or a folder that
+    already held something is never touched: commands check their inputs before writing there.
+    """
+    existed = out is not None and (out.exists() or out.is_symlink())
+    was_empty_dir = existed and out.is_dir() and not any(out.iterdir())
+    try:
+        yield
+    except BaseException:
+        if out is not None and (not existed or was_empty_dir) and not _has_progress(out, keep):
+            _remove_new(out, keep_folder=was_empty_dir)
+        raise
+
+
+def _has_progress(out: Path, keep: Sequence[str]) -> bool:
+    import fnmatch
+
+    if not out.is_dir():
+        return False
+    return any(fnmatch.fnmatch(p.name, pattern) for p in out.rglob("*") for pattern in keep)
+
+
+def _remove_new(out: Path, keep_folder: bool) -> None:
+    import shutil
+
+    if out.is_symlink() or out.is_file():
+        out.unlink(missing_ok=True)
+        return
+    if not out.is_dir():
+        return
+    if not keep_folder:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in list(out.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def refuse_same_path(inp: Path, out: Path, what: str = "--out") -> None:

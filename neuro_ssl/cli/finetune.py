@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     budget = ", ".join(f"{c} {n}" for c, n in summary["label_budget"].items())
     print(f"fine-tuned ({config.mode}) {summary['labels']}")
     print(f"trained on {summary['n_train_scans']} scan(s) of {summary['n_train_subjects']} subject(s)"
+          + (f"; {summary['left_out']}" if summary.get("left_out") else "")
           + (f"; label budget (subjects): {budget}" if budget else ""))
     if val is not None:
         print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']} by {summary['monitor']}")

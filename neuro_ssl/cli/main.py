@@ -3,7 +3,8 @@
 Every command module defines ``add_arguments(parser)`` and ``run(args) -> int`` and imports
 nothing heavy at module level (monai and captum cost seconds), so ``--help`` stays fast.
 User mistakes (:class:`~neuro_ssl.errors.NeuroSSLError`) end as one line on stderr and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback; a command that fails leaves its ``--out`` as it found it
+(``_common.output_guard``) unless it had written a checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     )
     module.add_arguments(parser)
     _common.add_config_option(parser)
-    parser.set_defaults(_run=module.run, _command=command)
+    parser.set_defaults(_run=module.run, _command=command,
+                        _keep=tuple(getattr(module, "KEEP_ON_FAILURE", _common.KEEP_ON_FAILURE)))
     return parser
 
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(command)
         args = _common.parse_with_config(parser, argv[1:])
-        return int(args._run(args) or 0)
+        return _common.run_parsed(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:

@@ -150,7 +150,6 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     """
     config = (config if isinstance(config, FinetuneConfig) else FinetuneConfig.from_dict(config)).validate()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     train_df, skipped = screen_rows(train_df, used_columns=(config.label,), skip_bad=config.skip_bad)
     if val_df is not None:
@@ -164,6 +163,7 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
     device = loop.resolve_device(config.device)
     loop.check_amp(config.amp, device)
     trainer = _Trainer(config, spec, net, train, val, device, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only now: a run refused while checking its inputs leaves no folder
     history = trainer.fit(resume)
     skipped += list(trainer.train_set.skipped) + list(trainer.val_set.skipped if trainer.val_set else [])
     write_skipped(out_dir, skipped)
@@ -173,7 +173,7 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
             "n_train_scans": trainer.n_train, "n_train_subjects": int(train["subject_id"].nunique()),
             "label_budget": budget, "best_epoch": trainer.best_epoch, "epochs_run": len(history),
             "best_score": trainer.best_score[0] if trainer.best_score else None, "monitor": trainer.monitor,
-            "skipped": [s.reason for s in skipped]}
+            "skipped": [s.reason for s in skipped], "left_out": trainer.train_set.left_out()}
 
 
 def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:
