@@ -117,49 +117,36 @@ def test_an_early_failure_leaves_out_as_it_was(inputs, tmp_path, command, before
         assert out.is_dir() and not any(out.iterdir()), f"{command} left {sorted(p.name for p in out.iterdir())}"
 
 
-def test_pretraining_that_fails_in_its_first_epoch_leaves_nothing_then_runs(inputs, tmp_path, monkeypatch):
-    """config.yaml and TensorBoard events are written before the first step; a failure there must
-    not leave a folder that the next attempt refuses without --resume."""
+def test_pretraining_that_fails_before_its_first_checkpoint_leaves_nothing(inputs, tmp_path, monkeypatch):
+    """config.yaml and TensorBoard events are written before the first step: a failure in the first
+    epoch must not leave a folder that the next attempt refuses without --resume. A failure after
+    a checkpoint keeps the folder, and --resume continues it."""
     from neuro_ssl.errors import ImageError
     from neuro_ssl.training import pretrain
 
-    argv = ["pretrain", "--manifest", str(inputs["manifest"]), "--out", str(tmp_path / "run"), "--loss", "simclr",
-            *NET, "--proj-dims", "16,8", "--epochs", "2", "--batch-size", "4", "--seed", "0"]
-    real = pretrain.Pretrainer._train_epoch
-    calls = []
-
-    def failing_epoch(self, data):
-        calls.append(self.epoch)
-        if len(calls) == 1:
-            assert (self.run_dir / "config.yaml").exists()  # the run had started writing
-            raise ImageError("scan went missing mid-epoch")
-        return real(self, data)
-
-    monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", failing_epoch)
-    code, err = _run(argv)
-    assert code == 1 and "scan went missing" in err
-    assert not (tmp_path / "run").exists()
-    code, err = _run(argv)  # the same command again, no --resume needed
-    assert code == 0, err[-2000:]
-    assert (tmp_path / "run" / "encoder.pt").exists()
-
-
-def test_a_failure_after_a_checkpoint_keeps_the_run_for_resume(inputs, tmp_path, monkeypatch):
-    from neuro_ssl.training import pretrain
-
-    argv = ["pretrain", "--manifest", str(inputs["manifest"]), "--out", str(tmp_path / "run"), "--loss", "simclr",
+    run = tmp_path / "run"
+    argv = ["pretrain", "--manifest", str(inputs["manifest"]), "--out", str(run), "--loss", "simclr",
             *NET, "--proj-dims", "16,8", "--epochs", "2", "--batch-size", "4", "--seed", "0"]
     real = pretrain.Pretrainer._train_epoch
 
-    def interrupted_second_epoch(self, data):
+    def first_epoch_fails(self, data):
+        assert (self.run_dir / "config.yaml").exists()  # the run had started writing
+        raise ImageError("scan went missing mid-epoch")
+
+    def second_epoch_interrupted(self, data):
         if self.epoch == 1:
             raise KeyboardInterrupt
         return real(self, data)
 
-    monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", interrupted_second_epoch)
-    code, _ = _run(argv)
-    assert code == 130
-    assert (tmp_path / "run" / "checkpoint.pt").exists() and (tmp_path / "run" / "config.yaml").exists()
+    monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", first_epoch_fails)
+    code, err = _run(argv)
+    assert code == 1 and "scan went missing" in err
+    assert not run.exists()
+    monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", second_epoch_interrupted)
+    code, err = _run(argv)  # the same command again: no --resume demanded
+    assert code == 130, err[-2000:]
+    assert (run / "checkpoint.pt").exists() and (run / "config.yaml").exists()
     monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", real)
     code, err = _run(argv + ["--resume"])
     assert code == 0, err[-2000:]
+    assert (run / "encoder.pt").exists()
