@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import re
 import sys
@@ -13,8 +14,45 @@ from typing import Any, Iterable, Iterator, Sequence
 from neuro_ssl.errors import ConfigError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults in ``--help`` and keep the docstring's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` that tells the truth: every option that takes a value ends with its real default,
+    written the way the option is typed (``--spacing ... (default: 2,2,2)``, not a Python tuple);
+    on/off flags say what they do and show no default (a ``store_false`` flag's default of True is
+    the behaviour it turns off, not its value). The docstring's line breaks are kept."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = option_help(action)
+        if text != (action.help or "") and action.help is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = text.replace("%", "%%") if "%(" not in text else text
+        return super()._format_action(action)
+
+
+def option_help(action: argparse.Action) -> str:
+    """One option's help as ``--help`` prints it: its text, then ``(default: VALUE)`` where that says
+    something (options that take a value, are optional and whose text names no default)."""
+    text = " ".join((action.help or "").split()) if action.help is not argparse.SUPPRESS else ""
+    takes_value = action.nargs != 0 and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+    if not action.option_strings or not takes_value or action.required or action.default is argparse.SUPPRESS:
+        return text
+    if "default" in text.lower():
+        return text
+    return f"{text} (default: {format_default(action.default)})".strip()
+
+
+def format_default(value: Any) -> str:
+    """A default as a user types it: ``(2.0, 2.0, 2.0)`` -> ``2,2,2``, ``None``/empty -> ``none``."""
+    if value is None or (isinstance(value, (tuple, list, dict, set)) and not value):
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_default(v) for v in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {format_default(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:

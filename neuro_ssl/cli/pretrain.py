@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
                      help="y-Aware kernel width, in the units of --meta (years for age)")
-    obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature)
+    obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature,
+                     help="softmax temperature of the contrastive loss (lower: harder negatives)")
     obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
                      help="MoCo memory of N keys from a momentum encoder (0: none)")
     obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
@@ -72,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="augmentation overrides, e.g. '{cutout: 0.8, crop_scale: [0.7, 1.0]}'")
 
     net = parser.add_argument_group("network and preprocessing")
-    net.add_argument("--arch", choices=ARCHS, default=d.arch)
+    net.add_argument("--arch", choices=ARCHS, default=d.arch,
+                     help="3D encoder (MONAI); resnet10 with --width 0.5 is the CPU-friendly choice")
     net.add_argument("--norm", choices=NORMS, default=d.norm, help="group: batch-size independent, works with DDP on CPU")
     net.add_argument("--width", type=_common.positive_float, default=d.width, help="encoder channel multiplier")
     net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
@@ -80,11 +82,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_preprocess_arguments(net, d.spacing_mm, d.shape, d.normalization, d.modalities, d.mask_background)
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")
+    opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E",
+                     help="passes over the training scans (an estimate of the run's time is printed after a few steps)")
     opt.add_argument("--batch-size", type=_common.positive_int, default=d.batch_size, metavar="B", help="scans per batch per process")
-    opt.add_argument("--lr", type=_common.positive_float, default=d.lr)
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    opt.add_argument("--lr", type=_common.positive_float, default=d.lr, help="peak learning rate (after --warmup)")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                     help="weight decay of the conv and linear weights (none on biases and norms)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                     help="adamw (decoupled weight decay) or adam (L2 in the gradient, as the y-Aware paper)")
     opt.add_argument("--warmup", dest="warmup_epochs", type=float, default=d.warmup_epochs, metavar="EPOCHS",
                      help="linear warmup length in epochs, then cosine decay")
     opt.add_argument("--accumulate", type=_common.positive_int, default=d.accumulate, help="micro-batches per optimizer step")
