@@ -7,7 +7,6 @@ import contextlib
 import copy
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -220,14 +219,11 @@ def add_cache_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def progress(iterable: Iterable | None = None, **kwargs):
-    """A tqdm progress bar on stderr (quiet when NEURO_SSL_QUIET=1)."""
-    from tqdm.auto import tqdm
+    """Progress on stderr: a tqdm bar in a terminal, a line per 10 % or per minute in a log
+    (``neuro_ssl._utils.progress``); quiet when NEURO_SSL_QUIET=1."""
+    from neuro_ssl._utils.progress import progress as _progress
 
-    kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
-    kwargs.setdefault("mininterval", 0.5)
-    kwargs.setdefault("disable", os.environ.get("NEURO_SSL_QUIET") == "1")
-    return tqdm(iterable, **kwargs)
+    return _progress(iterable, **kwargs)
 
 
 #: names under a command's --out that mean it has done work a rerun continues (kept after a failure);
