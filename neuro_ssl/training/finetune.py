@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from neuro_ssl.evaluation.labels import TARGET, LabelSpec, select_rows
 from neuro_ssl.evaluation.metrics import mae, roc_auc
 from neuro_ssl.models import SupervisedModel, build_encoder, load_encoder, save_model
 from neuro_ssl.training import loop
+from neuro_ssl.training.run_time import RunTimeEstimate
 
 MODES = ("linear", "full", "scratch")
 CHECKPOINT_KIND = "finetune"
@@ -298,6 +300,12 @@ class _Trainer:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, resume: bool) -> list[dict]:
         start_epoch = self._resume() if resume else 0
+        self.estimate = RunTimeEstimate(
+            self.sampler.batches_per_epoch() * self.config.epochs, self.sampler.batches_per_epoch() * start_epoch,
+            self.device.type, lambda text: print(f"neuro-ssl finetune: {text}", file=sys.stderr),
+            "validation and checkpoints" if self.val_set is not None else "checkpoints")
+        if self.linear:  # the frozen features are computed; the head's steps take milliseconds
+            self.estimate.finished = True
         logger = loop.MetricsLogger(self.out_dir, resume_step=start_epoch if resume else None, tensorboard=False)
         try:
             for epoch in range(start_epoch, self.config.epochs):
@@ -326,6 +334,7 @@ class _Trainer:
             self.optimizer.step()
             self.scheduler.step()
             losses.append(float(loss.detach()))
+            self.estimate.step()
         return loop.mean_of(losses)
 
     @torch.no_grad()

@@ -119,8 +119,9 @@ def test_an_early_failure_leaves_out_as_it_was(inputs, tmp_path, command, before
 
 def test_pretraining_that_fails_before_its_first_checkpoint_leaves_nothing(inputs, tmp_path, monkeypatch):
     """config.yaml and TensorBoard events are written before the first step: a failure in the first
-    epoch must not leave a folder that the next attempt refuses without --resume. A failure after
-    a checkpoint keeps the folder, and --resume continues it."""
+    epoch must not leave a folder that the next attempt refuses without --resume, and neither does
+    a run killed there (no Python cleanup runs). A failure after a checkpoint keeps the folder,
+    and --resume continues it."""
     from neuro_ssl.errors import ImageError
     from neuro_ssl.training import pretrain
 
@@ -142,9 +143,13 @@ def test_pretraining_that_fails_before_its_first_checkpoint_leaves_nothing(input
     code, err = _run(argv)
     assert code == 1 and "scan went missing" in err
     assert not run.exists()
+    run.mkdir()  # what a run killed (SIGKILL) in its first epoch leaves
+    (run / "config.yaml").write_text("loss: simclr\n")
+    (run / "events.out.tfevents.1.killed.0").write_bytes(b"\x00")
     monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", second_epoch_interrupted)
     code, err = _run(argv)  # the same command again: no --resume demanded
     assert code == 130, err[-2000:]
+    assert not (run / "events.out.tfevents.1.killed.0").exists()
     assert (run / "checkpoint.pt").exists() and (run / "config.yaml").exists()
     monkeypatch.setattr(pretrain.Pretrainer, "_train_epoch", real)
     code, err = _run(argv + ["--resume"])
