@@ -117,6 +117,15 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     return PretrainConfig.from_dict(values).validate()
 
 
+def _probe_text(summary: dict, key: str) -> str:
+    """``, probe_dx_auc 0.712`` or, when undefined, the reason (``probe_dx_auc undefined: only CN ...``)."""
+    value = summary[key]
+    if value == value:  # not NaN
+        return f", {key} {value:.3f}"
+    note = summary.get(key.replace("_mae", "_note").replace("_auc", "_note"))
+    return f", {key} undefined ({note})" if note else f", {key} undefined"
+
+
 def run(args: argparse.Namespace) -> int:
     from neuro_ssl.data.manifest import read_manifest
     from neuro_ssl.training.pretrain import pretrain
@@ -130,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         sources["val_manifest"] = str(Path(args.val_manifest).resolve())
     summary = pretrain(config, manifest, args.out, val, resume=args.resume, sources=sources)
     if int(os.environ.get("RANK", "0")) == 0:
-        probe = "".join(f", {k} {summary[k]:.3f}" for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
+        probe = "".join(_probe_text(summary, k) for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
         print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
               f"final loss {summary['final_loss']:.4f}{probe}")
         print(f"encoder: {summary['encoder']}")
