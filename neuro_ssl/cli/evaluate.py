@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if baseline:
         print(f"  {'shortcut baseline':>18}: {_fmt(baseline) if baseline.get('value') is not None else 'undefined'}"
               "  (AUC of trivial summaries of the same inputs: background, edges, intensity, volume)")
+    from neuro_ssl.report.findings import evaluation_flags
+
+    for flag in evaluation_flags("this model", metrics):
+        print(f"warning: {flag}")
     if metrics["overlap_subjects"]:
         print(f"warning: --allow-overlap: {metrics['overlap_subjects']} subject(s) were seen in training")
     for message in metrics["rows_skipped"]:

@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
         probe = "".join(_probe_text(summary, k) for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
         print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
               f"final loss {summary['final_loss']:.4f}{probe}")
+        from neuro_ssl.report.findings import read_pretraining_flags
+
+        for flag in read_pretraining_flags(Path(summary["run_dir"])):
+            print(f"warning: {flag}")
         print(f"encoder: {summary['encoder']}")
         print(f"run folder: {summary['run_dir']} (checkpoint.pt, config.yaml, metrics.csv, TensorBoard events)")
     return 0

@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"sanity checks: {result.checks_path}")
         for check, sentence in result.checks.get("readings", {}).items():
             print(f"  {check}: {sentence}")
+    from neuro_ssl.report.findings import read_saliency_flags
+
+    for flag in read_saliency_flags(args.out):
+        print(f"warning: {flag}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} unusable scan(s): {args.out / 'skipped.csv'}")
     if result.group_mean:
