@@ -3,17 +3,55 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import os
 import re
-import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, Sequence
 
 from neuro_ssl.errors import ConfigError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults in ``--help`` and keep the docstring's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` that tells the truth: every option that takes a value ends with its real default,
+    written the way the option is typed (``--spacing ... (default: 2,2,2)``, not a Python tuple);
+    on/off flags say what they do and show no default (a ``store_false`` flag's default of True is
+    the behaviour it turns off, not its value). The docstring's line breaks are kept."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        text = option_help(action)
+        if text != (action.help or "") and action.help is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = text.replace("%", "%%") if "%(" not in text else text
+        return super()._format_action(action)
+
+
+def option_help(action: argparse.Action) -> str:
+    """One option's help as ``--help`` prints it: its text, then ``(default: VALUE)`` where that says
+    something (options that take a value, are optional and whose text names no default)."""
+    text = " ".join((action.help or "").split()) if action.help is not argparse.SUPPRESS else ""
+    takes_value = action.nargs != 0 and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+    if not action.option_strings or not takes_value or action.required or action.default is argparse.SUPPRESS:
+        return text
+    if "default" in text.lower():
+        return text
+    return f"{text} (default: {format_default(action.default)})".strip()
+
+
+def format_default(value: Any) -> str:
+    """A default as a user types it: ``(2.0, 2.0, 2.0)`` -> ``2,2,2``, ``None``/empty -> ``none``."""
+    if value is None or (isinstance(value, (tuple, list, dict, set)) and not value):
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(format_default(v) for v in value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {format_default(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -189,14 +227,70 @@ def add_frames(parser: argparse.ArgumentParser, default: str = "single") -> None
 
 
 def progress(iterable: Iterable | None = None, **kwargs):
-    """A tqdm progress bar on stderr (quiet when NEURO_SSL_QUIET=1)."""
-    from tqdm.auto import tqdm
+    """Progress on stderr: a tqdm bar in a terminal, a line per 10 % or per minute in a log
+    (``neuro_ssl._utils.progress``); quiet when NEURO_SSL_QUIET=1."""
+    from neuro_ssl._utils.progress import progress as _progress
 
-    kwargs.setdefault("file", sys.stderr)
-    kwargs.setdefault("dynamic_ncols", True)
-    kwargs.setdefault("mininterval", 0.5)
-    kwargs.setdefault("disable", os.environ.get("NEURO_SSL_QUIET") == "1")
-    return tqdm(iterable, **kwargs)
+    return _progress(iterable, **kwargs)
+
+
+#: names under a command's --out that mean it has done work a rerun continues (kept after a failure);
+#: a command module may set its own ``KEEP_ON_FAILURE`` (fnmatch patterns of file or folder names)
+KEEP_ON_FAILURE = ("checkpoint.pt",)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command; if it fails, its ``--out`` is left as it was before (see :func:`output_guard`)."""
+    out = getattr(args, "out", None)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 owns the output
+    with output_guard(Path(out) if out is not None and main_rank else None,
+                      getattr(args, "_keep", KEEP_ON_FAILURE)):
+        return int(args._run(args) or 0)
+
+
+@contextlib.contextmanager
+def output_guard(out: Path | None, keep: Sequence[str] = KEEP_ON_FAILURE) -> Iterator[None]:
+    """A command that fails leaves no output behind unless it got as far as resumable work.
+
+    On any exception (a user error, a bug, Ctrl-C): a path that did not exist before is removed
+    again, and a folder that existed empty is emptied again, unless something under it matches
+    ``keep`` (a training checkpoint: the run continues with --resume). A file or a folder that
+    already held something is never touched: commands check their inputs before writing there.
+    """
+    existed = out is not None and (out.exists() or out.is_symlink())
+    was_empty_dir = existed and out.is_dir() and not any(out.iterdir())
+    try:
+        yield
+    except BaseException:
+        if out is not None and (not existed or was_empty_dir) and not _has_progress(out, keep):
+            _remove_new(out, keep_folder=was_empty_dir)
+        raise
+
+
+def _has_progress(out: Path, keep: Sequence[str]) -> bool:
+    import fnmatch
+
+    if not out.is_dir():
+        return False
+    return any(fnmatch.fnmatch(p.name, pattern) for p in out.rglob("*") for pattern in keep)
+
+
+def _remove_new(out: Path, keep_folder: bool) -> None:
+    import shutil
+
+    if out.is_symlink() or out.is_file():
+        out.unlink(missing_ok=True)
+        return
+    if not out.is_dir():
+        return
+    if not keep_folder:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for child in list(out.iterdir()):
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def refuse_same_path(inp: Path, out: Path, what: str = "--out") -> None:

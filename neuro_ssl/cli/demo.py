@@ -17,6 +17,9 @@ from pathlib import Path
 
 from neuro_ssl.cli import _common
 
+#: a failed demo keeps its folder once the pipeline has started (step stamps: the next run resumes)
+KEEP_ON_FAILURE = (".neuro-ssl-pipeline", "checkpoint.pt")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo_run"), help="run folder")

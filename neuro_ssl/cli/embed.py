@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, required=True, help="scans to embed")
     parser.add_argument("--out", type=Path, required=True, metavar="embeddings.csv", help="output table")
     parser.add_argument("--projection", action="store_true", help="projection-head outputs z instead of encoder features h")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=8)
+    parser.add_argument("--batch-size", type=_common.positive_int, default=8, help="scans per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--skip-bad", action="store_true", help="report and skip unusable scans instead of stopping")

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score even subjects the model has seen (recorded in metrics.json; results are optimistic)")
     parser.add_argument("--n-boot", type=_common.positive_int, default=1000, help="bootstrap resamples (subjects)")
     parser.add_argument("--alpha", type=_common.fraction, default=0.05, help="1 - confidence level of the intervals")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=8)
+    parser.add_argument("--batch-size", type=_common.positive_int, default=8, help="scans per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--skip-bad", action="store_true", help="report and skip unusable scans instead of stopping")
@@ -74,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
     if baseline:
         print(f"  {'shortcut baseline':>18}: {_fmt(baseline) if baseline.get('value') is not None else 'undefined'}"
               "  (AUC of trivial summaries of the same inputs: background, edges, intensity, volume)")
+    from neuro_ssl.report.findings import evaluation_flags
+
+    for flag in evaluation_flags("this model", metrics):
+        print(f"warning: {flag}")
     if metrics["overlap_subjects"]:
         print(f"warning: --allow-overlap: {metrics['overlap_subjects']} subject(s) were seen in training")
     for message in metrics["rows_skipped"]:

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--label", default="diagnosis", help="column to predict (any manifest column)")
     task.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for text or --classes, else regression")
     task.add_argument("--classes", type=_common.str_list, default=(), metavar="A,B",
-                      help="classes in order; the second is the positive class of a binary task (CN,AD)")
+                      help="classes in order; the second is the positive class of a binary task (CN,AD); "
+                           "default: every value of the label, sorted")
     task.add_argument("--labels-per-class", type=_non_negative_int, default=0, metavar="N",
                       help="label budget: N subjects per class drawn from the training manifest (0: all)")
     task.add_argument("--folds", type=_non_negative_int, default=0, metavar="K",
@@ -58,20 +59,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--n-boot", type=_common.positive_int, default=1000, help="bootstrap resamples per fold (--folds)")
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=_common.positive_int, default=30, metavar="E")
-    opt.add_argument("--batch-size", type=_common.positive_int, default=8)
+    opt.add_argument("--epochs", type=_common.positive_int, default=30, metavar="E",
+                     help="passes over the training scans (fewer with --patience and a validation manifest)")
+    opt.add_argument("--batch-size", type=_common.positive_int, default=8, help="scans per optimizer step")
     opt.add_argument("--lr", type=_common.positive_float, default=1e-3, help="head learning rate")
     opt.add_argument("--encoder-lr-factor", type=_common.positive_float, default=0.1,
                      help="--mode full: encoder lr = factor x --lr")
-    opt.add_argument("--weight-decay", type=float, default=1e-4)
+    opt.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of the weights (not biases)")
     opt.add_argument("--patience", type=_common.positive_int, default=10, help="epochs without validation gain before stopping")
     opt.add_argument("--no-class-weights", dest="class_weighting", action="store_false",
                      help="do not weight the loss by inverse class frequency")
-    opt.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    opt.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none",
+                     help="mixed precision: bf16 autocast (CPU/GPU) or fp16 (GPU)")
 
     net = parser.add_argument_group("network and preprocessing (--mode scratch without --encoder)")
-    net.add_argument("--arch", choices=ARCHS, default="resnet18")
-    net.add_argument("--norm", choices=("batch", "group", "instance"), default="batch")
+    net.add_argument("--arch", choices=ARCHS, default="resnet18", help="3D encoder (MONAI) for --mode scratch")
+    net.add_argument("--norm", choices=("batch", "group", "instance"), default="batch",
+                     help="normalization layers of the encoder for --mode scratch")
     net.add_argument("--width", type=_common.positive_float, default=1.0, help="encoder channel multiplier")
     _common.add_preprocess_arguments(net)
     _common.add_frames(net)
@@ -114,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     budget = ", ".join(f"{c} {n}" for c, n in summary["label_budget"].items())
     print(f"fine-tuned ({config.mode}) {summary['labels']}")
     print(f"trained on {summary['n_train_scans']} scan(s) of {summary['n_train_subjects']} subject(s)"
+          + (f"; {summary['left_out']}" if summary.get("left_out") else "")
           + (f"; label budget (subjects): {budget}" if budget else ""))
     if val is not None:
         print(f"best epoch {summary['best_epoch']} of {summary['epochs_run']} by {summary['monitor']}")

@@ -3,7 +3,8 @@
 Every command module defines ``add_arguments(parser)`` and ``run(args) -> int`` and imports
 nothing heavy at module level (monai and captum cost seconds), so ``--help`` stays fast.
 User mistakes (:class:`~neuro_ssl.errors.NeuroSSLError`) end as one line on stderr and a
-non-zero exit, never a traceback.
+non-zero exit, never a traceback; a command that fails leaves its ``--out`` as it found it
+(``_common.output_guard``) unless it had written a checkpoint to resume from.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("neuro_ssl.cli.cluster", "k-means on embeddings, ARI/NMI against a column, 2D map"),
     "saliency": ("neuro_ssl.cli.saliency", "Grad-CAM volumes in each scan's own space, summary, HTML review"),
     "audit": ("neuro_ssl.cli.audit", "can trivial summaries (background, edges, intensity, volume) predict the label?"),
+    "report": ("neuro_ssl.cli.report", "one HTML report of runs made by hand, warnings first"),
     "demo": ("neuro_ssl.cli.demo", "the whole chain on a synthetic cohort, in minutes on a CPU"),
     "run": ("neuro_ssl.cli.run", "run a pipeline YAML, skipping steps whose outputs are current"),
 }
@@ -58,7 +60,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     )
     module.add_arguments(parser)
     _common.add_config_option(parser)
-    parser.set_defaults(_run=module.run, _command=command)
+    parser.set_defaults(_run=module.run, _command=command,
+                        _keep=tuple(getattr(module, "KEEP_ON_FAILURE", _common.KEEP_ON_FAILURE)))
     return parser
 
 
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(command)
         args = _common.parse_with_config(parser, argv[1:])
-        return int(args._run(args) or 0)
+        return _common.run_parsed(args)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except KeyboardInterrupt:

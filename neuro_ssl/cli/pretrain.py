@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
                      help="y-Aware kernel width, in the units of --meta (years for age)")
-    obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature)
+    obj.add_argument("--temperature", type=_common.positive_float, default=d.temperature,
+                     help="softmax temperature of the contrastive loss (lower: harder negatives)")
     obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
                      help="momentum queue: the loss compares queries with a momentum encoder's keys and takes "
                           "N past keys as extra candidates (SimCLR/y-Aware/SupCon with extra queue negatives; "
@@ -78,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="augmentation overrides, e.g. '{cutout: 0.8, crop_scale: [0.7, 1.0]}'")
 
     net = parser.add_argument_group("network and preprocessing")
-    net.add_argument("--arch", choices=ARCHS, default=d.arch)
+    net.add_argument("--arch", choices=ARCHS, default=d.arch,
+                     help="3D encoder (MONAI); resnet10 with --width 0.5 is the CPU-friendly choice")
     net.add_argument("--norm", choices=NORMS, default=d.norm, help="group: batch-size independent, works with DDP on CPU")
     net.add_argument("--width", type=_common.positive_float, default=d.width, help="encoder channel multiplier")
     net.add_argument("--proj-dims", type=_common.int_tuple(), default=d.proj_dims, metavar="D1,...,DK",
@@ -87,11 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_frames(net, d.frames)
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E")
+    opt.add_argument("--epochs", type=_common.positive_int, default=d.epochs, metavar="E",
+                     help="passes over the training scans (an estimate of the run's time is printed after a few steps)")
     opt.add_argument("--batch-size", type=_common.positive_int, default=d.batch_size, metavar="B", help="scans per batch per process")
-    opt.add_argument("--lr", type=_common.positive_float, default=d.lr)
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    opt.add_argument("--lr", type=_common.positive_float, default=d.lr, help="peak learning rate (after --warmup)")
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                     help="weight decay of the conv and linear weights (none on biases and norms)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                     help="adamw (decoupled weight decay) or adam (L2 in the gradient, as the y-Aware paper)")
     opt.add_argument("--warmup", dest="warmup_epochs", type=float, default=d.warmup_epochs, metavar="EPOCHS",
                      help="linear warmup length in epochs, then cosine decay")
     opt.add_argument("--accumulate", type=_common.positive_int, default=d.accumulate, help="micro-batches per optimizer step")
@@ -119,6 +124,15 @@ def _config_from_args(args: argparse.Namespace) -> PretrainConfig:
     return PretrainConfig.from_dict(values).validate()
 
 
+def _probe_text(summary: dict, key: str) -> str:
+    """``, probe_dx_auc 0.712`` or, when undefined, the reason (``probe_dx_auc undefined: only CN ...``)."""
+    value = summary[key]
+    if value == value:  # not NaN
+        return f", {key} {value:.3f}"
+    note = summary.get(key.replace("_mae", "_note").replace("_auc", "_note"))
+    return f", {key} undefined ({note})" if note else f", {key} undefined"
+
+
 def run(args: argparse.Namespace) -> int:
     from neuro_ssl.data.manifest import read_manifest
     from neuro_ssl.training.pretrain import pretrain
@@ -132,9 +146,13 @@ def run(args: argparse.Namespace) -> int:
         sources["val_manifest"] = str(Path(args.val_manifest).resolve())
     summary = pretrain(config, manifest, args.out, val, resume=args.resume, sources=sources)
     if int(os.environ.get("RANK", "0")) == 0:
-        probe = "".join(f", {k} {summary[k]:.3f}" for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
+        probe = "".join(_probe_text(summary, k) for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
         print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
               f"final loss {summary['final_loss']:.4f}{probe}")
+        from neuro_ssl.report.findings import read_pretraining_flags
+
+        for flag in read_pretraining_flags(Path(summary["run_dir"])):
+            print(f"warning: {flag}")
         print(f"encoder: {summary['encoder']}")
         print(f"run folder: {summary['run_dir']} (checkpoint.pt, config.yaml, metrics.csv, TensorBoard events)")
     return 0

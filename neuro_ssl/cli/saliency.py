@@ -47,17 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--manifest", type=Path, required=True, metavar="M", help="scans to explain (CSV/TSV)")
     io.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     io.add_argument("--max-scans", type=_common.positive_int, default=None, metavar="N",
-                    help="explain only the first N scans of the manifest")
+                    help="explain only the first N scans of the manifest (default: every scan)")
     io.add_argument("--skip-bad", action="store_true", help="list unusable scans in DIR/skipped.csv instead of stopping")
     _common.add_cache_dir(io)
 
     method = parser.add_argument_group("method")
-    method.add_argument("--method", choices=METHODS, default="gradcam")
+    method.add_argument("--method", choices=METHODS, default="gradcam",
+                        help="gradcam (Selvaraju et al. 2017), guided-gradcam, or integrated-gradients (voxel level)")
     method.add_argument("--layer", default=None, metavar="NAME",
                         help="dotted layer name for (Guided) Grad-CAM, e.g. encoder.net.layer3; "
-                             "None: the encoder's last convolutional stage")
+                             "default: the encoder's last convolutional stage")
     method.add_argument("--target", default=None, metavar="CLASS",
-                        help="class to explain; None: the predicted class (regression: the output)")
+                        help="class to explain; default: the predicted class (regression: the output)")
     method.add_argument("--n-steps", type=_common.positive_int, default=16,
                         help="integration steps for integrated-gradients")
     method.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -68,11 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     measure.add_argument("--regions", type=Path, default=None, metavar="DIR_OR_FILE",
                          help="a folder of binary masks (one region per file) or one integer atlas, in any space")
     measure.add_argument("--region-labels", type=Path, default=None, metavar="TSV",
-                         help="index,name table for an atlas; None: <atlas>.tsv/.csv or <atlas>_labels.tsv/.csv beside it")
+                         help="index,name table for an atlas; default: <atlas>.tsv/.csv or <atlas>_labels.tsv/.csv beside it")
     measure.add_argument("--regions-column", default=None, metavar="COL",
                          help="manifest column holding a per-scan region mask (e.g. truth_region)")
     measure.add_argument("--brain-mask", type=Path, default=None, metavar="FILE",
-                         help="brain mask in any space for coverage; None: the scan's non-background voxels")
+                         help="brain mask in any space for coverage; default: the scan's non-background voxels")
 
     checks = parser.add_argument_group("sanity checks")
     checks.add_argument("--checks", action="store_true",
@@ -126,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"sanity checks: {result.checks_path}")
         for check, sentence in result.checks.get("readings", {}).items():
             print(f"  {check}: {sentence}")
+    from neuro_ssl.report.findings import read_saliency_flags
+
+    for flag in read_saliency_flags(args.out):
+        print(f"warning: {flag}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} unusable scan(s): {args.out / 'skipped.csv'}")
     if result.group_mean:

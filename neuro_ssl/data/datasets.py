@@ -40,6 +40,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         self.cache = VolumeCache(config, cache_dir)
         self.dropped = 0
         self.other_modality = 0
+        self.other_modality_names: list[str] = []
         if len(config.modalities) == 1:
             self.rows, self.paths = self._single_modality(manifest)
         else:
@@ -50,6 +51,16 @@ class ManifestDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def left_out(self) -> str:
+        """What the modality selection left out, e.g. ``25 FDG row(s) left out (input: T1w)``; '' if nothing."""
+        parts = []
+        if self.other_modality:
+            names = "/".join(self.other_modality_names) or "other-modality"
+            parts.append(f"{self.other_modality} {names} row(s) left out (input: {'+'.join(self.config.modalities)})")
+        if self.dropped:
+            parts.append(f"{self.dropped} session(s) without every one of {', '.join(self.config.modalities)} left out")
+        return "; ".join(parts)
 
     def __getitem__(self, i: int) -> dict:
         rows, paths = self.rows[i], self.paths[i]
@@ -81,6 +92,7 @@ class ManifestDataset(torch.utils.data.Dataset):
                     raise ManifestError(f"{self.source}: no rows with modality {wanted} "
                                         f"(found {', '.join(sorted(names.unique()))})")
                 self.other_modality = int((~keep).sum())
+                self.other_modality_names = sorted(set(names[~keep]))
                 df = manifest[keep]
         _require_paths(df, self.source)
         return [(idx,) for idx in df.index], [(str(p),) for p in df["image"]]
@@ -90,6 +102,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         wanted = [m.lower() for m in self.config.modalities]
         df = manifest.assign(_modality=manifest["modality"].astype(str).str.strip().str.lower())
         self.other_modality = int((~df["_modality"].isin(wanted)).sum())
+        self.other_modality_names = sorted(set(manifest["modality"].astype(str).str.strip()[~df["_modality"].isin(wanted)]))
         df = df[df["_modality"].isin(wanted)]
         _require_paths(df, self.source)
         rows, paths = [], []

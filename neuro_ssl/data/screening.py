@@ -85,6 +85,13 @@ def screen_items(n_items: int, load: Callable[[int], object], rows_of: Callable[
     return bad_rows, skipped
 
 
+def nothing_left(source, n_rows: int, removed: Sequence[str], purpose: str) -> ManifestError:
+    """The one-line error for filters (bad rows, other modalities, missing covariates or labels)
+    that left no scan: each filter with what it removed, so the user sees why."""
+    steps = "; ".join(r for r in removed if r) or "no row qualified"
+    return ManifestError(f"{source}: no scan left to {purpose}: of {n_rows} row(s), {steps}")
+
+
 def write_skipped(out_dir: str | os.PathLike, skipped: Sequence[SkippedRow], name: str = "skipped.csv"):
     """``OUT/skipped.csv``: one line per skipped manifest row (written only when rows were skipped)."""
     from pathlib import Path

@@ -99,12 +99,7 @@ def _autocast(amp: str, device: torch.device):
 
 
 def _progress(total: int, desc: str | None):
-    """A tqdm bar on stderr when ``desc`` is given (silent with NEURO_SSL_QUIET=1)."""
-    import os
-    import sys
+    """Progress on stderr when ``desc`` is given (``neuro_ssl._utils.progress``; silent with NEURO_SSL_QUIET=1)."""
+    from neuro_ssl._utils.progress import progress
 
-    from tqdm.auto import tqdm
-
-    disable = desc is None or os.environ.get("NEURO_SSL_QUIET") == "1"
-    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
-                disable=disable, unit="scan")
+    return progress(total=total, desc=desc, unit="scan", enabled=desc is not None)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from neuro_ssl.data.manifest import diagnosis_matches
+from neuro_ssl.data.screening import nothing_left
 from neuro_ssl.errors import ConfigError, ManifestError
 
 TASKS = ("auto", "classification", "regression")
@@ -163,6 +164,9 @@ def select_rows(train_df: pd.DataFrame, val_df: pd.DataFrame | None, label: str,
     each class name to the number of subjects drawn (empty without a budget).
     """
     train, spec = prepare_labels(train_df, label, task, classes)
+    if train.empty:
+        removed = [f"{n} {why}" for why, n in spec.dropped.items() if n]
+        raise nothing_left(_source(train_df), len(train_df), removed, f"train on for {spec.describe().split(':')[0]}")
     budget = {}
     if labels_per_class:
         by_class = spec.task == "classification"

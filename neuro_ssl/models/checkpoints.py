@@ -75,23 +75,131 @@ def unwrap(module: nn.Module) -> nn.Module:
 
 
 def read_checkpoint(path: str | os.PathLike, expected_format: str | tuple[str, ...]) -> dict:
-    """Load a checkpoint dict safely and check its ``format``; every failure is a CheckpointError."""
+    """Load a checkpoint dict safely and check its ``format``; every failure is a CheckpointError.
+
+    A file that is not a PyTorch checkpoint at all (text, empty, a NIfTI image, a zip or gzip of
+    something else, a NumPy array, HDF5, safetensors) is named for what it is without being
+    unpickled; a zip or pickle goes to ``torch.load(weights_only=True)``, which refuses anything
+    beyond tensors and plain containers.
+    """
     path = Path(path)
     expected = (expected_format,) if isinstance(expected_format, str) else tuple(expected_format)
+    if path.is_dir():
+        inside = [n for n in ("encoder.pt", "model.pt", "checkpoint.pt") if (path / n).is_file()]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise CheckpointError(f"{path}: a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    kind = _file_kind(path)
+    if kind is not None:
+        if kind.startswith(_DAMAGED):
+            raise CheckpointError(f"{path}: {kind}; save or copy it again")
+        if "neuro-ssl" not in kind:
+            kind += ", not a neuro-ssl checkpoint"
+        raise CheckpointError(f"{path}: {kind} (expected {' or '.join(expected)})")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: refused: {_refusal_reason(str(exc))}; only plain weights files are "
                               "loaded (nothing in them is ever executed)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({type(exc).__name__})") from None
+    except Exception as exc:  # noqa: BLE001 - torch's legacy reader fails in many ways on damaged files
+        raise CheckpointError(f"{path}: {_DAMAGED} PyTorch file ({type(exc).__name__}: "
+                              f"{_short(exc)}); save or copy it again") from None
     fmt = data.get("format") if isinstance(data, dict) else None
     if fmt not in expected:
-        found = f"format '{fmt}'" if fmt else "not a neuro-ssl checkpoint"
-        raise CheckpointError(f"{path}: expected {' or '.join(expected)}, found {found}")
+        raise CheckpointError(f"{path}: expected {' or '.join(expected)}, found {_found(data, fmt)}")
     return data
+
+
+def _short(exc: BaseException, limit: int = 120) -> str:
+    text = " ".join(str(exc).split()) or "no message"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _found(data: Any, fmt: Any) -> str:
+    """What a loaded PyTorch file holds, when it is not the neuro-ssl format asked for."""
+    if fmt:
+        what = {ENCODER_FORMAT: " (a pretrained encoder.pt)", MODEL_FORMAT: " (a fine-tuned model.pt)"}
+        return f"format '{fmt}'{what.get(fmt, '')}"
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return "not a neuro-ssl checkpoint (a bare state_dict of tensors, without the meta neuro-ssl writes)"
+    return f"not a neuro-ssl checkpoint (a PyTorch file holding a {type(data).__name__})"
+
+
+_SNIFF_BYTES = 4096
+_DAMAGED = "a truncated or damaged"
+
+
+def _file_kind(path: Path) -> str | None:
+    """What ``path`` is when it cannot be a PyTorch checkpoint (None: a zip or pickle for torch to read)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _zip_kind(path, size)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return None  # a pickle (PyTorch's legacy format): torch.load reads it, weights only
+    if head.startswith(b"\x1f\x8b"):
+        return _gzip_kind(path)
+    return _magic_kind(head) or _text_kind(head) or f"unrecognized binary content ({size} bytes, starting {head[:4].hex(' ')})"
+
+
+def _zip_kind(path: Path, size: int) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return f"{_DAMAGED} zip archive ({size} bytes; an interrupted save or copy?)"
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return None
+    shown = ", ".join(names[:3]) + (f", ... ({len(names) - 3} more)" if len(names) > 3 else "")
+    return f"a zip archive of other files ({shown or 'empty'})"
+
+
+def _gzip_kind(path: Path) -> str:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except (OSError, EOFError, ValueError):
+        return f"{_DAMAGED} gzip file"
+    inner = _magic_kind(head)
+    return f"gzip-compressed {inner[inner.index(' ') + 1:] if inner else 'data'}"
+
+
+def _magic_kind(head: bytes) -> str | None:
+    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return "a NIfTI image"
+    if len(head) >= 540 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
+        return "a NIfTI-2 image"
+    if head.startswith(b"\x93NUMPY"):
+        return "a NumPy .npy array"
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "an HDF5 file (Keras or h5py weights?)"
+    if len(head) > 9 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "a safetensors file"
+    return None
+
+
+def _text_kind(head: bytes) -> str | None:
+    """A text file (YAML, JSON, CSV, notes), with its first line, or None for binary content."""
+    if b"\x00" in head:
+        return None
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13) or b == 127)
+    if controls > len(head) // 100:
+        return None
+    text = head.decode("utf-8", errors="replace")
+    if text.count("\ufffd") > max(2, len(text) // 50):  # mostly not UTF-8: Latin-1 text is still mostly ASCII
+        if sum(1 for b in head if b >= 128) > len(head) // 10:
+            return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first if len(first) <= 60 else first[:60] + "..."
+    if "format: neuro-ssl-" in text:
+        return f"a text file (first line: {first!r}): the human-readable meta written beside the weights; pass the .pt file"
+    return f"a text file (first line: {first!r}), not a neuro-ssl checkpoint"
 
 
 def _refusal_reason(torch_message: str) -> str:

@@ -359,4 +359,4 @@ def _call_command(command: str, argv: list[str]) -> int:
         args = _common.parse_with_config(parser, argv)
     except SystemExit as exc:  # argparse usage error: it already printed the usage line
         return exc.code if isinstance(exc.code, int) else 2
-    return int(args._run(args) or 0)
+    return _common.run_parsed(args)

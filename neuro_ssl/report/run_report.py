@@ -8,76 +8,36 @@ scores, the saliency ``summary.csv``/``regions.csv``, and lays them out, key fig
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import quote
 
 import pandas as pd
 
 from neuro_ssl._utils.files import atomic_path, write_text
+from neuro_ssl.report import findings
+from neuro_ssl.report.page import HIDDEN, MAX_FILES_PER_FOLDER, PERCENT_COLUMNS, label  # noqa: F401 - re-exported
+from neuro_ssl.report.page import Page as _Page, ci as _ci, figures as _figures, file_index as _file_index
+from neuro_ssl.report.page import fmt as _fmt, render as _render, table as _table
 
 CLASSIFICATION = ("auc", "balanced_accuracy", "sensitivity", "specificity", "mcc", "f1_macro")
 REGRESSION = ("mae", "rmse", "r")
-HIDDEN = (".neuro-ssl-pipeline", "report_files")
-MAX_FILES_PER_FOLDER = 60
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222;line-height:1.4}
-h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}
-th{background:#f4f4f4}.num{text-align:right;font-variant-numeric:tabular-nums}
-.key{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:12em}
-.card b{display:block;font-size:1.4em}.muted{color:#777}img{max-width:100%}code{background:#f4f4f4;padding:0 .2em}
-.figs{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}figure{margin:0}.figs img{max-height:22em}
-"""
-
-
-class _Page:
-    """Collects key figures, sections and figure files for one report."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.base = out.parent
-        self.figures_dir = self.base / "report_files"
-        self.key: list[tuple[str, str, str]] = []
-        self.sections: list[tuple[str, str]] = []
-
-    def link(self, path: str | Path | None, text: str | None = None) -> str:
-        """``<a>`` with a relative href to an existing file or folder; plain text when missing."""
-        if not path:
-            return ""
-        path = Path(path)
-        label = html.escape(text or path.name)
-        if not path.exists():
-            return f'<span class="muted">{label} (missing)</span>'
-        rel = os.path.relpath(path.resolve(), self.base.resolve())
-        href = quote(rel.replace(os.sep, "/")) + ("/" if path.is_dir() else "")
-        return f'<a href="{href}">{label}</a>'
-
-    def image(self, png: Path, alt: str) -> str:
-        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
-        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{self.link(png)}</figcaption></figure>'
-
-    def add_key(self, label: str, value: str, note: str = "") -> None:
-        self.key.append((label, value, note))
-
-    def add(self, title: str, body: str) -> None:
-        self.sections.append((title, body))
 
 
 def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", splits=None, validation=None,
                      pretrain=None, finetune: Iterable = (), evaluations: Iterable = (), embeddings=None,
-                     clusters=None, saliency=None, cohort=None, cohort_table: pd.DataFrame | None = None) -> Path:
+                     clusters=None, saliency=None, cohort=None, cohort_table: pd.DataFrame | None = None,
+                     audits: Iterable = (), studies: Iterable = (), file_index: bool = True,
+                     flags_out: list | None = None) -> Path:
     """Write ``out`` (an HTML file); every argument is a path the corresponding step wrote.
 
-    ``cohort_table``: the canonical manifest of the whole cohort (counts by diagnosis); without
-    it the split files are counted.
+    ``pretrain``, ``clusters`` and ``saliency`` take one folder or a list. ``cohort_table``: the
+    canonical manifest of the whole cohort (counts by diagnosis); without it the split files are
+    counted. What looks wrong (:mod:`neuro_ssl.report.findings`) is listed at the top of the page.
+    ``file_index``: list every file under the page's folder (a run folder's report).
+    ``flags_out``: a list that receives the warnings shown at the top (for the CLI to print).
     """
     out = Path(out)
     page = _Page(out)
@@ -87,19 +47,52 @@ def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", sp
         _validation_section(page, Path(validation))
     if parts:
         _split_section(page, Path(splits), parts)
-    if pretrain:
-        _pretrain_section(page, Path(pretrain))
+    pretrain_runs = _paths(pretrain)
+    for run in pretrain_runs:
+        _pretrain_section(page, run, "pretraining" if len(pretrain_runs) == 1 else f"pretraining {run.name}")
     evaluations = [Path(p) for p in evaluations]
     if evaluations or finetune:
         _finetune_section(page, [Path(p) for p in finetune], evaluations)
-    if clusters or embeddings:
-        _cluster_section(page, Path(clusters) if clusters else None, Path(embeddings) if embeddings else None)
-    if saliency:
-        _saliency_section(page, Path(saliency))
-    _skipped_section(page, evaluations, Path(saliency) if saliency else None)
-    page.add("All files", _file_index(page))
+    for folder in _paths(audits):
+        _audit_section(page, folder)
+    for folder in _paths(studies):
+        _study_section(page, folder)
+    cluster_folders = _paths(clusters)
+    if cluster_folders or embeddings:
+        for folder in cluster_folders or [None]:
+            _cluster_section(page, folder, Path(embeddings) if embeddings else None)
+    saliency_folders = _paths(saliency)
+    for folder in saliency_folders:
+        _saliency_section(page, folder, "saliency" if len(saliency_folders) == 1 else f"saliency {folder.name}")
+    _skipped_section(page, evaluations, saliency_folders)
+    if file_index:
+        page.add("All files", _file_index(page))
     write_text(out, _render(page, title))
+    if flags_out is not None:
+        flags_out.extend(page.flags)
     return out
+
+
+def _audit_section(page: _Page, folder: Path) -> None:
+    from neuro_ssl.report.audit_report import add_audit_section
+
+    add_audit_section(page, folder)
+
+
+def _study_section(page: _Page, folder: Path) -> None:
+    """A label-efficiency study folder (``neuro-ssl study``): its summary table, curves and files."""
+    summary = folder / "summary.csv"
+    body = _table(_read_table(summary).to_dict("records")[:60]) if summary.is_file() else ""
+    body += _figures(page, sorted(folder.glob("*.png"))[:2])
+    body += "<p>" + " · ".join(page.link(f) for f in sorted(folder.iterdir()) if f.is_file()) + "</p>"
+    page.add(f"Label-efficiency study: {folder.name}", body)
+
+
+def _paths(value) -> list[Path]:
+    """One path, a list of paths, or nothing, as a list of Paths."""
+    if not value:
+        return []
+    return [Path(value)] if isinstance(value, (str, os.PathLike)) else [Path(v) for v in value]
 
 
 # ---------------------------------------------------------------- cohort, validation, splits
@@ -140,9 +133,9 @@ def _demographics(table: pd.DataFrame) -> dict[str, Any]:
     row: dict[str, Any] = {}
     if "age" in table:
         age = pd.to_numeric(table["age"], errors="coerce")
-        row["age mean (sd)"] = f"{age.mean():.1f} ({age.std():.1f})" if age.notna().any() else ""
+        row["age in years: mean (sd)"] = f"{age.mean():.1f} ({age.std():.1f})" if age.notna().any() else ""
     if "sex" in table:
-        row["F/M"] = f"{int((table['sex'] == 'F').sum())}/{int((table['sex'] == 'M').sum())}"
+        row["female / male scans"] = f"{int((table['sex'] == 'F').sum())} / {int((table['sex'] == 'M').sum())}"
     return row
 
 
@@ -200,7 +193,8 @@ def _split_section(page: _Page, folder: Path, parts: dict[str, Path]) -> None:
 
 # ---------------------------------------------------------------- pretraining and fine-tuning
 
-def _pretrain_section(page: _Page, run: Path) -> None:
+def _pretrain_section(page: _Page, run: Path, name: str = "pretraining") -> None:
+    page.flag(findings.read_pretraining_flags(run, name), f"the online probes of {name}")
     metrics = run / "metrics.csv"
     body = "<p>" + " · ".join(page.link(run / n) for n in ("encoder.pt", "config.yaml", "metrics.csv", "checkpoint.pt")) + "</p>"
     if metrics.exists():
@@ -210,9 +204,30 @@ def _pretrain_section(page: _Page, run: Path) -> None:
             body = page.image(png, "pretraining curves") + body
         loss = _last(table, "loss")
         if loss is not None:
-            page.add_key("pretraining", f"loss {loss:.3f}", f"after {len(table)} logged epoch(s)")
+            page.add_key(name, f"loss {loss:.3f}", f"after {len(table)} logged epoch(s)")
+        body += _probe_summary(table)
     body += _config_summary(run / "config.yaml")
-    page.add("Contrastive pretraining", body)
+    page.add("Contrastive pretraining" + (f": {run.name}" if name != "pretraining" else ""), body)
+
+
+def _probe_summary(table: pd.DataFrame) -> str:
+    """First and last value of each online probe, with the reason where a probe had none."""
+    rows = []
+    for column, what in (("probe_age_mae", "age probe: mean absolute error (years)"),
+                         ("probe_dx_auc", "diagnosis probe: AUC")):
+        if column not in table:
+            continue
+        known = pd.to_numeric(table[column], errors="coerce").dropna()
+        note_column = column.replace("_mae", "_note").replace("_auc", "_note")
+        notes = table[note_column].dropna().astype(str) if note_column in table else pd.Series(dtype=str)
+        rows.append({"probe": what, "first epoch": _fmt(known.iloc[0]) if len(known) else "undefined",
+                     "last epoch": _fmt(known.iloc[-1]) if len(known) else "undefined",
+                     "why undefined": notes.iloc[-1] if len(notes) and not len(known) else ""})
+    if not rows:
+        return ""
+    if not any(r["why undefined"] for r in rows):
+        rows = [{k: v for k, v in r.items() if k != "why undefined"} for r in rows]
+    return "<p>Online probes on the held-out manifest (cross-validated by subject):</p>" + _table(rows)
 
 
 def _last(table: pd.DataFrame, column: str) -> float | None:
@@ -289,6 +304,8 @@ def _finetune_section(page: _Page, runs: list[Path], evaluations: list[Path]) ->
     body = ""
     metrics = {_run_label(p): json.loads((p / "metrics.json").read_text())
                for p in evaluations if (p / "metrics.json").exists()}
+    for path in evaluations:
+        page.flag(findings.read_evaluation_flags(path, _run_label(path)), f"the evaluation {_run_label(path)}")
     if metrics:
         body += _metrics_table(metrics)
         for name, values in metrics.items():
@@ -319,10 +336,6 @@ def _run_label(path: Path) -> str:
     return path.name
 
 
-def _figures(page: _Page, pngs: list[Path]) -> str:
-    return '<div class="figs">' + "".join(page.image(png, png.stem) for png in pngs) + "</div>" if pngs else ""
-
-
 def _metrics_table(metrics: dict[str, dict]) -> str:
     names = [m for m in CLASSIFICATION + REGRESSION if any(isinstance(v.get(m), dict) for v in metrics.values())]
     rows = []
@@ -332,21 +345,10 @@ def _metrics_table(metrics: dict[str, dict]) -> str:
             entry = values.get(metric)
             row[run] = f"{_fmt(entry.get('value'))} {_ci(entry)}" if isinstance(entry, dict) else ""
         rows.append(row)
-    rows.append({"metric": "n", **{run: values.get("n", "") for run, values in metrics.items()}})
+    rows.append({"metric": "test scans (subjects)",
+                 **{run: f"{values.get('n', '')} ({values.get('n_subjects', '?')})" for run, values in metrics.items()}})
+    rows = [{**row, "metric": label(row["metric"])} for row in rows]
     return _table(rows) + '<p class="muted">value [95% bootstrap CI, resampled by subject]</p>'
-
-
-def _fmt(value: Any) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return html.escape(str(value))
-    return "n/a" if not math.isfinite(number) else f"{number:.3f}"
-
-
-def _ci(entry: dict) -> str:
-    low, high = entry.get("ci_low"), entry.get("ci_high")
-    return f"[{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else ""
 
 
 # ---------------------------------------------------------------- clusters and saliency
@@ -356,7 +358,8 @@ def _cluster_section(page: _Page, folder: Path | None, embeddings: Path | None) 
     if folder is not None and folder.is_dir():
         scores = _cluster_scores(folder)
         if scores:
-            rows = [{k: _fmt(v) if isinstance(v, float) else v for k, v in scores.items() if not isinstance(v, (dict, list))}]
+            rows = [{label(k): _fmt(v) if isinstance(v, float) else ("yes" if v is True else "no" if v is False else v)
+                     for k, v in scores.items() if not isinstance(v, (dict, list))}]
             body += _table(rows)
             ari, nmi = scores.get("ari"), scores.get("nmi")
             if ari is not None:
@@ -380,19 +383,25 @@ def _cluster_scores(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _saliency_section(page: _Page, folder: Path) -> None:
+def _saliency_section(page: _Page, folder: Path, name: str = "saliency") -> None:
+    page.flag(findings.read_saliency_flags(folder, name), f"the {name} region shares and checks")
     body = f"<p>Review page: {page.link(folder / 'index.html', 'index.html (interactive viewer)')} · " \
            f"{page.link(folder / 'summary.csv')} · {page.link(folder / 'regions.csv')}</p>"
     summary_path = folder / "summary.csv"
     if summary_path.exists():
         summary = pd.read_csv(summary_path)
         maps = [m for m in summary.get("saliency", pd.Series(dtype=str)).dropna()]
-        body += f"<p>{len(summary)} scan(s) explained, {len(maps)} saliency volume(s) written in each scan's own space.</p>"
+        body += f"<p>{len(summary)} scan(s) explained, {len(maps)} saliency volume(s) written in each scan's own space."
+        if "correct" in summary:
+            wrong = int((summary["correct"].astype(str).str.lower() == "false").sum())
+            known = int(summary["correct"].astype(str).str.lower().isin(["true", "false"]).sum())
+            body += f" {wrong} of {known} prediction(s) with a known true label are wrong (marked on the review page)."
+        body += "</p>"
         if "coverage_pct" in summary:
             body += f"<p>Mean coverage: {_fmt(summary['coverage_pct'].mean())} % of the brain above threshold.</p>"
     body += _region_table(page, folder)
     body += _figures(page, sorted(folder.rglob("*.png"))[:2])
-    page.add("Saliency (Grad-CAM)", body)
+    page.add("Saliency (Grad-CAM)" + (f": {folder.name}" if name != "saliency" else ""), body)
 
 
 def _region_table(page: _Page, folder: Path) -> str:
@@ -400,7 +409,8 @@ def _region_table(page: _Page, folder: Path) -> str:
     if not regions.exists():
         return ""
     table = pd.read_csv(regions)
-    rows = [{k: _fmt(v) if isinstance(v, float) else v for k, v in row.items()} for row in table.to_dict("records")]
+    rows = [{label(k): (_fmt(100 * v) if k in PERCENT_COLUMNS else _fmt(v)) if isinstance(v, float) else v
+             for k, v in row.items()} for row in table.to_dict("records")]
     focus = table[table["region"].astype(str).str.contains("diagnosis|truth")] if "region" in table else table.iloc[:0]
     if len(focus) and {"mean_share", "chance_share"} <= set(table.columns):
         row = focus.iloc[0]
@@ -409,7 +419,7 @@ def _region_table(page: _Page, folder: Path) -> str:
     return "<p>Share of saliency inside each region, against the share a uniform map would give:</p>" + _table(rows)
 
 
-def _skipped_section(page: _Page, evaluations: list[Path], saliency: Path | None) -> None:
+def _skipped_section(page: _Page, evaluations: list[Path], saliency: list[Path]) -> None:
     """Scans a step left out under ``--skip-bad``: every one listed, with the step and the reason."""
     rows: list[dict[str, Any]] = []
     for folder in evaluations:
@@ -417,11 +427,13 @@ def _skipped_section(page: _Page, evaluations: list[Path], saliency: Path | None
         if metrics.exists():
             for item in json.loads(metrics.read_text()).get("rows_skipped") or []:
                 rows.append({"step": f"evaluate {_run_label(folder)}", "scan": "", "reason": str(item)})
-    table = saliency / "skipped.csv" if saliency else None
-    if table is not None and table.exists():
+    for table in [folder / "skipped.csv" for folder in saliency]:
+        if not table.exists():
+            continue
         for row in pd.read_csv(table, dtype=str).fillna("").to_dict("records"):
             scan = " ".join(str(row.get(k, "")) for k in ("subject_id", "session_id")).strip()
-            rows.append({"step": "saliency", "scan": scan, "reason": row.get("reason", "")})
+            step = "saliency" if len(saliency) == 1 else f"saliency {table.parent.name}"
+            rows.append({"step": step, "scan": scan, "reason": row.get("reason", "")})
     if rows:
         page.add_key("skipped scans", str(len(rows)), "by --skip-bad, listed below")
         page.add("Skipped scans", _table(rows))
@@ -429,51 +441,4 @@ def _skipped_section(page: _Page, evaluations: list[Path], saliency: Path | None
 
 # ---------------------------------------------------------------- file index and page
 
-def _file_index(page: _Page) -> str:
-    """Every file under the run folder, by folder, linked (hidden and bookkeeping files left out)."""
-    groups: dict[str, list[Path]] = {}
-    for root, dirs, files in os.walk(page.base):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in HIDDEN)
-        for name in sorted(files):
-            path = Path(root) / name
-            if name.startswith(".") or path.resolve() == page.out.resolve():
-                continue
-            rel_dir = os.path.relpath(root, page.base)
-            groups.setdefault(rel_dir, []).append(path)
-    items = []
-    for rel_dir, paths in sorted(groups.items()):
-        shown = paths[:MAX_FILES_PER_FOLDER]
-        links = ", ".join(page.link(p) for p in shown)
-        more = f" and {len(paths) - len(shown)} more in {page.link(paths[0].parent, rel_dir)}" if len(paths) > len(shown) else ""
-        items.append(f"<li><code>{html.escape(rel_dir)}/</code>: {links}{more}</li>")
-    return "<ul>" + "".join(items) + "</ul>"
 
-
-def _table(rows: list[dict[str, Any]], raw: set[str] = frozenset()) -> str:
-    """An HTML table; values are escaped except in the ``raw`` columns (already HTML)."""
-    if not rows:
-        return ""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = ""
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column, "")
-            text = str(value) if column in raw else html.escape("" if value is None else str(value))
-            css = ' class="num"' if isinstance(value, (int, float)) else ""
-            cells.append(f"<td{css}>{text}</td>")
-        body += "<tr>" + "".join(cells) + "</tr>"
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _render(page: _Page, title: str) -> str:
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cards = "".join(f'<div class="card">{html.escape(label)}<b>{html.escape(value)}</b>'
-                    f'<span class="muted">{html.escape(note)}</span></div>' for label, value, note in page.key)
-    toc = "".join(f'<li><a href="#s{i}">{html.escape(t)}</a></li>' for i, (t, _) in enumerate(page.sections))
-    sections = "".join(f'<h2 id="s{i}">{html.escape(t)}</h2>{b}' for i, (t, b) in enumerate(page.sections))
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="muted">written {when} by neuro-ssl</p><div class="key">{cards}</div>'
-            f"<ul>{toc}</ul>{sections}</body></html>\n")

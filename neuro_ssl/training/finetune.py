@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from neuro_ssl.evaluation.labels import TARGET, LabelSpec, select_rows
 from neuro_ssl.evaluation.metrics import mae, roc_auc
 from neuro_ssl.models import SupervisedModel, build_encoder, load_encoder, save_model
 from neuro_ssl.training import loop
+from neuro_ssl.training.run_time import RunTimeEstimate
 
 MODES = ("linear", "full", "scratch")
 CHECKPOINT_KIND = "finetune"
@@ -174,7 +176,7 @@ def finetune(config: FinetuneConfig | Mapping, train_df: pd.DataFrame, out_dir, 
             "n_train_scans": trainer.n_train, "n_train_subjects": int(train["subject_id"].nunique()),
             "label_budget": budget, "best_epoch": trainer.best_epoch, "epochs_run": len(history),
             "best_score": trainer.best_score[0] if trainer.best_score else None, "monitor": trainer.monitor,
-            "skipped": [s.reason for s in skipped]}
+            "skipped": [s.reason for s in skipped], "left_out": trainer.train_set.left_out()}
 
 
 def _with_network_of(config: FinetuneConfig, net: _Network) -> FinetuneConfig:
@@ -299,6 +301,12 @@ class _Trainer:
     # ---- the loop --------------------------------------------------------------------------
     def fit(self, resume: bool) -> list[dict]:
         start_epoch = self._resume() if resume else 0
+        self.estimate = RunTimeEstimate(
+            self.sampler.batches_per_epoch() * self.config.epochs, self.sampler.batches_per_epoch() * start_epoch,
+            self.device.type, lambda text: print(f"neuro-ssl finetune: {text}", file=sys.stderr),
+            "validation and checkpoints" if self.val_set is not None else "checkpoints")
+        if self.linear:  # the frozen features are computed; the head's steps take milliseconds
+            self.estimate.finished = True
         logger = loop.MetricsLogger(self.out_dir, resume_step=start_epoch if resume else None, tensorboard=False)
         try:
             for epoch in range(start_epoch, self.config.epochs):
@@ -327,6 +335,7 @@ class _Trainer:
             self.optimizer.step()
             self.scheduler.step()
             losses.append(float(loss.detach()))
+            self.estimate.step()
         return loop.mean_of(losses)
 
     @torch.no_grad()

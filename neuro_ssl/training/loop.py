@@ -320,12 +320,11 @@ def _summary_writer(run_dir: Path, resume_step: int | None):
 
 
 def progress_bar(total: int, desc: str, enabled: bool = True, initial: int = 0):
-    """tqdm bar on stderr; silent when NEURO_SSL_QUIET=1 or on ranks > 0."""
-    from tqdm.auto import tqdm
+    """Progress of an epoch on stderr (a tqdm bar in a terminal, a line per 10 % or per minute in a
+    log: ``neuro_ssl._utils.progress``); silent when NEURO_SSL_QUIET=1 or on ranks > 0."""
+    from neuro_ssl._utils.progress import progress
 
-    disable = (not enabled) or os.environ.get("NEURO_SSL_QUIET") == "1"
-    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, disable=disable, unit="step")
+    return progress(total=total, initial=initial, desc=desc, unit="step", enabled=enabled)
 
 
 # ---- distributed --------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from neuro_ssl.training import loop
 from neuro_ssl.training.config import PretrainConfig
 from neuro_ssl.training.objectives import Step, build_objective
 from neuro_ssl.training.pretrain_data import PretrainData, build_probe_data, build_train_data
+from neuro_ssl.training.run_time import RunTimeEstimate
 
 #: config fields a resumed run may change (they do not alter what is computed)
 RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device", "cache_dir", "checkpoint_every", "probe_every",
@@ -66,7 +67,7 @@ class Pretrainer:
         loop.check_amp(config.amp, self.device)
         self.checkpoint_path = run_dir / "checkpoint.pt"
         verdict = None
-        if info.is_main and not resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        if info.is_main and not resume and run_dir.is_dir() and not _never_started(run_dir):
             verdict = f"{run_dir} is not empty: pass --resume to continue the run in it, or choose a new --out"
         verdict = loop.broadcast_object(info, verdict)  # every rank stops, or none does
         if verdict:
@@ -187,11 +188,15 @@ class Pretrainer:
         resumed_at = self._restore()
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resumed_at is None:
+                _clear_never_started(self.run_dir)
             write_yaml(self.run_dir / "config.yaml", {**cfg.to_dict(), **{k: str(v) for k, v in sources.items()}})
             write_skipped(self.run_dir, data.skipped_rows)
         self.logger = loop.MetricsLogger(self.run_dir, enabled=self.info.is_main, resume_step=resumed_at)
         if resumed_at is not None:
             self._say(f"resuming at epoch {self.epoch + 1}, step {self.global_step}")
+        self.estimate = RunTimeEstimate(self.steps_per_epoch * cfg.epochs, self.global_step, self.device.type,
+                                        self._say, "online probes and checkpoints" if probe else "checkpoints")
         last_probe: dict[str, Any] = {}
         try:
             while self.epoch < cfg.epochs:
@@ -227,6 +232,7 @@ class Pretrainer:
             rate = self.epoch_volumes / max(self.epoch_seconds, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", vol_s=f"{rate:.1f}")
+            self.estimate.step()
             if self.global_step % cfg.log_every == 0:
                 self.logger.scalars(self.global_step, {"loss": loss, "lr": self._lr()}, prefix="train/")
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
@@ -312,6 +318,25 @@ class Pretrainer:
                 "n_subjects": len(data.subjects), "skipped": data.skipped,
                 "final_loss": rows[-1]["loss"] if rows else float("nan"),
                 "volumes_per_s": rows[-1]["volumes_per_s"] if rows else float("nan"), **probe}
+
+
+#: what a run writes before its first checkpoint; a folder holding only these never started
+#: (killed in its first epoch) and is started over without --resume
+_BEFORE_FIRST_CHECKPOINT = ("config.yaml", "skipped.csv", "events.out.tfevents.*", ".tmp-*")
+
+
+def _never_started(run_dir: Path) -> bool:
+    import fnmatch
+
+    return all(p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in _BEFORE_FIRST_CHECKPOINT)
+               for p in run_dir.iterdir())
+
+
+def _clear_never_started(run_dir: Path) -> None:
+    """Remove a never-started run's leftovers (its TensorBoard events would mix with this run's)."""
+    if any(run_dir.iterdir()) and _never_started(run_dir):
+        for path in run_dir.iterdir():
+            path.unlink(missing_ok=True)
 
 
 def _momentum_update(model: ContrastiveModel, target: ContrastiveModel, m: float) -> None:

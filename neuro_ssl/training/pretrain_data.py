@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from neuro_ssl.data.cache import resolve_cache_dir
-from neuro_ssl.data.screening import screen_rows
+from neuro_ssl.data.screening import nothing_left, screen_rows
 from neuro_ssl.errors import ImageError, ManifestError, row_context
 from neuro_ssl.training.config import PretrainConfig
 from neuro_ssl.training.loop import DistInfo, SeededItems, broadcast_object
@@ -114,7 +114,8 @@ def drop_missing_y(ys: pd.DataFrame, cfg: PretrainConfig, source: str, log: Call
     if cfg.missing_y == "fail":
         raise ManifestError(f"{source}: {len(bad)} scan(s) without a value of {what} (rows {_rows_text(bad)}); "
                             f"fill them in, or pass --missing-y skip to leave them out")
-    log(f"skipping {len(bad)} scan(s) without {what} (rows {_rows_text(bad)})")
+    if len(bad) < len(ys):
+        log(f"skipping {len(bad)} scan(s) without {what} (rows {_rows_text(bad)})")
     return bad
 
 
@@ -149,15 +150,23 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     check_not_empty(df, source)
     df = df.copy()
     df.attrs["source"] = source
+    n_rows, left_out = len(df), []
     df, skipped_rows = screen_rows(df, used_columns=cfg.meta, skip_bad=cfg.skip_bad)
     skipped = {"bad_rows": len(skipped_rows)} if skipped_rows else {}
+    if skipped_rows:
+        left_out.append(f"{len(skipped_rows)} bad row(s) skipped (--skip-bad)")
     base = _manifest_dataset(df, cfg)
-    if base.other_modality:
-        log(f"using {len(base)} {'+'.join(cfg.input_modalities)} item(s); {base.other_modality} row(s) of other modalities ignored")
+    if base.left_out():
+        left_out.append(base.left_out())
     ys, classes = (covariates(base.frame, cfg, source) if cfg.meta else (pd.DataFrame(index=base.frame.index), []))
     no_y = drop_missing_y(ys, cfg, source, log) if cfg.meta else []
     if no_y:
         skipped["missing_y"] = len(no_y)
+        left_out.append(f"{len(no_y)} scan(s) without {','.join(cfg.meta)} skipped (--missing-y skip)")
+        if len(no_y) == len(base):
+            raise nothing_left(source, n_rows, left_out, "pretrain on")
+    if base.left_out():
+        log(f"using {len(base) - len(no_y)} {'+'.join(cfg.input_modalities)} item(s); {base.left_out()}")
     if cfg.loss == "supcon" and len(classes) < 2:
         raise ManifestError(f"{source}: --loss supcon needs at least 2 classes in '{cfg.meta[0]}', found "
                             f"{classes or 'none'}")
@@ -165,14 +174,15 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     for k, column in enumerate(y_columns):
         df[column] = np.nan
         df.loc[ys.index, column] = ys.iloc[:, k].to_numpy()
-    df = df.drop(index=no_y)
-    check_not_empty(df, source)
+    df = df.drop(index=_item_rows(base, no_y))
     bad, bad_scans = screen_scans(df, cfg, info)
     if bad:
         skipped["unreadable"] = len(bad_scans)
         skipped_rows += bad_scans
+        left_out.append(f"{len(bad_scans)} unreadable scan(s) skipped (--skip-bad)")
+        if _items_left(base, set(no_y), set(bad)) == 0:
+            raise nothing_left(source, n_rows, left_out, "pretrain on")
         df = df.drop(index=bad)
-        check_not_empty(df, source)
     if skipped_rows:
         log(f"skipping {len(skipped_rows)} bad row(s) (--skip-bad); first: {skipped_rows[0].reason}")
     base = _manifest_dataset(df, cfg, y_columns)
@@ -180,6 +190,16 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     subjects = sorted({str(s) for s in base.frame["subject_id"]}) if "subject_id" in base.frame else []
     return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped, skipped_rows,
                         base.frame)
+
+
+def _item_rows(base, first_rows) -> list:
+    """Every channel's manifest row of the items whose first-channel row is in ``first_rows``."""
+    wanted = set(first_rows)
+    return [row for rows in base.rows if rows[0] in wanted for row in rows]
+
+
+def _items_left(base, no_y: set, bad: set) -> int:
+    return sum(1 for rows in base.rows if rows[0] not in no_y and not bad.intersection(rows))
 
 
 def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:

@@ -103,11 +103,45 @@ def probe_embeddings(features: np.ndarray, manifest, seed: int = 0) -> dict[str,
     groups = manifest["subject_id"].astype(str).to_numpy() if "subject_id" in manifest else np.arange(len(manifest))
     diagnosis = (manifest["diagnosis"].where(manifest["diagnosis"].notna(), None).to_numpy(dtype=object)
                  if "diagnosis" in manifest else np.full(len(manifest), None, dtype=object))
-    return {
+    out = {
         "probe_age_mae": ridge_age_mae(features, age, groups),
         "probe_dx_auc": diagnosis_auc(features, diagnosis, groups, seed=seed),
         "probe_n": int(len(features)),
     }
+    if not np.isfinite(out["probe_age_mae"]):
+        out["probe_age_note"] = age_probe_gap(age, groups)
+    if not np.isfinite(out["probe_dx_auc"]):
+        out["probe_dx_note"] = diagnosis_probe_gap(diagnosis, groups)
+    return out
+
+
+def age_probe_gap(age: np.ndarray, groups: np.ndarray) -> str:
+    """Why the age probe has no value on this probe set (it needs 4 scans with an age, 2 subjects)."""
+    known = np.isfinite(np.asarray(age, dtype=float))
+    n_subjects = len(np.unique(np.asarray(groups)[known]))
+    if known.sum() < 4:
+        return f"only {int(known.sum())} probe scan(s) have an age; the probe needs 4"
+    return f"the probe scans with an age come from {n_subjects} subject(s); a grouped cross-validation needs 2"
+
+
+def diagnosis_probe_gap(labels: np.ndarray, groups: np.ndarray) -> str:
+    """Why the diagnosis probe has no AUC on this probe set, in words (e.g. ``only CN in the probe set``)."""
+    labels = np.asarray(labels, dtype=object)
+    keep = np.array([isinstance(v, str) and v != "" for v in labels], dtype=bool)
+    if not keep.any():
+        return "no probe scan has a diagnosis"
+    y, g = labels[keep].astype(str), np.asarray(groups)[keep]
+    classes = sorted(set(y))
+    if len(classes) < 2:
+        return f"only {classes[0]} in the probe set ({int(keep.sum())} scan(s)); an AUC needs two diagnoses"
+    scans = {c: int((y == c).sum()) for c in classes}
+    subjects = {c: len(np.unique(g[y == c])) for c in classes}
+    few = [c for c in classes if scans[c] < 2 or subjects[c] < 2]
+    if few:
+        shown = ", ".join(f"{c} {subjects[c]} subject(s)/{scans[c]} scan(s)" for c in few)
+        return f"too few probe scans of {shown}; each diagnosis needs 2 subjects"
+    counts = ", ".join(f"{c} {subjects[c]}" for c in classes)
+    return f"too few subjects per diagnosis ({counts}) for every cross-validation fold to hold each one"
 
 
 def run_probes(encoder: torch.nn.Module, dataset, manifest, batch_size: int = 8, device="cpu",
