@@ -73,11 +73,13 @@ class _Page:
 
 def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", splits=None, validation=None,
                      pretrain=None, finetune: Iterable = (), evaluations: Iterable = (), embeddings=None,
-                     clusters=None, saliency=None, cohort=None, cohort_table: pd.DataFrame | None = None) -> Path:
+                     clusters=None, saliency=None, cohort=None, cohort_table: pd.DataFrame | None = None,
+                     study=None) -> Path:
     """Write ``out`` (an HTML file); every argument is a path the corresponding step wrote.
 
     ``cohort_table``: the canonical manifest of the whole cohort (counts by diagnosis); without
-    it the split files are counted.
+    it the split files are counted. ``study``: a label-efficiency study folder; without it, any
+    study folder in the report's own folder (or one level below) is found and shown.
     """
     out = Path(out)
     page = _Page(out)
@@ -92,6 +94,7 @@ def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", sp
     evaluations = [Path(p) for p in evaluations]
     if evaluations or finetune:
         _finetune_section(page, [Path(p) for p in finetune], evaluations)
+    _study_sections(page, study)
     if clusters or embeddings:
         _cluster_section(page, Path(clusters) if clusters else None, Path(embeddings) if embeddings else None)
     if saliency:
@@ -309,6 +312,17 @@ def _finetune_section(page: _Page, runs: list[Path], evaluations: list[Path]) ->
             curves += [png] if png else []
     body += _figures(page, curves)
     page.add("Fine-tuning and evaluation", body)
+
+
+def _study_sections(page: _Page, study) -> None:
+    from neuro_ssl.report.study_report import add_study_section, find_study_folders, is_study_folder
+
+    folders = [Path(study)] if study else find_study_folders(page.base)
+    for folder in folders:
+        if is_study_folder(folder):
+            add_study_section(page, folder)
+        else:
+            page.add("Label-efficiency study", f"<p>{page.link(folder)}: no study.csv / summary.csv yet</p>")
 
 
 def _run_label(path: Path) -> str:
