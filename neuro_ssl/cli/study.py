@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     design.add_argument("--finetune-epochs", type=_common.positive_int, default=30, metavar="E2")
     design.add_argument("--finetune-lr", type=_common.positive_float, default=1e-3)
     design.add_argument("--finetune-batch-size", type=_common.positive_int, default=8)
+    design.add_argument("--finetune-workers", type=int, default=0,
+                        help="DataLoader workers of fine-tuning and evaluation (--workers: pretraining's)")
     design.add_argument("--patience", type=_common.positive_int, default=10, help="epochs without validation gain before stopping")
     design.add_argument("--no-val", dest="use_val", action="store_false",
                         help="train --finetune-epochs without early stopping, so no label outside the budget is used")
@@ -97,7 +99,8 @@ def _config(args: argparse.Namespace):
         draws=args.draws, metric=args.metric, pretrain=pretrain,
         finetune={"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": args.finetune_batch_size,
                   "patience": args.patience},
-        use_val=args.use_val, n_boot=args.n_boot, knn_k=args.knn_k, seed=args.seed, keep_models=args.keep_models)
+        use_val=args.use_val, n_boot=args.n_boot, knn_k=args.knn_k, seed=args.seed, keep_models=args.keep_models,
+        finetune_workers=args.finetune_workers)
 
 
 def run(args: argparse.Namespace) -> int:

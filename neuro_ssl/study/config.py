@@ -51,6 +51,7 @@ class StudyConfig:
     knn_k: int = 5
     seed: int = 0
     keep_models: bool = False
+    finetune_workers: int = 0            # DataLoader workers of fine-tuning, evaluation, embeddings
 
     def to_dict(self) -> dict[str, Any]:
         out = {}
@@ -65,16 +66,20 @@ class StudyConfig:
         return tuple(dict.fromkeys([*self.methods, *self.encoders]))
 
     def running(self) -> dict[str, Any]:
-        """Device, workers, cache, skip-bad and AMP: shared by every unit."""
-        keys = ("device", "workers", "cache_dir", "skip_bad", "amp")
-        return {k: self.pretrain[k] for k in keys if k in self.pretrain}
+        """Device, cache, skip-bad, AMP (shared with pretraining) and workers for the units after it.
+
+        Pretraining's ``workers`` augment views in parallel; fine-tuning, evaluation and embeddings
+        read cached volumes, where a worker per epoch costs more (a fork each time) than it saves.
+        """
+        keys = ("device", "cache_dir", "skip_bad", "amp")
+        return {**{k: self.pretrain[k] for k in keys if k in self.pretrain}, "workers": int(self.finetune_workers)}
 
     def validate(self, losses: tuple[str, ...]) -> "StudyConfig":
         """Check every option; ``losses`` are the pretraining objectives available."""
         if int(self.draws) < 1:
             raise ConfigError(f"--draws must be >= 1, got {self.draws}")
-        if int(self.n_boot) < 1 or int(self.knn_k) < 1:
-            raise ConfigError("--n-boot and --knn-k must be >= 1")
+        if int(self.n_boot) < 1 or int(self.knn_k) < 1 or int(self.finetune_workers) < 0:
+            raise ConfigError("--n-boot and --knn-k must be >= 1, --finetune-workers >= 0")
         for mode in self.modes:
             _choice("--modes", mode, MODES)
         if not self.modes or not self.budgets:

@@ -110,7 +110,7 @@ def _read_parts(config: StudyConfig, cohort: pd.DataFrame, manifest: Path, split
         if not (folder / "train.csv").is_file() or not (folder / "test.csv").is_file():
             raise ConfigError(f"--splits {folder}: needs train.csv and test.csv (val.csv optional), as written by "
                               f"neuro-ssl split {manifest} --out {folder}")
-        raw = {name: read_manifest(folder / f"{name}.csv") for name in SPLIT_FILES if (folder / f"{name}.csv").is_file()}
+        raw = {name: read_manifest(folder / f"{name}.csv") for name in SPLIT_FILES if _has_rows(folder / f"{name}.csv")}
         for name, part in raw.items():
             _check_in_cohort(part, cohort, manifest)
     check_no_leak(raw)
@@ -120,6 +120,14 @@ def _read_parts(config: StudyConfig, cohort: pd.DataFrame, manifest: Path, split
     sources = {"manifest": str(manifest.resolve()),
                **{name: str((folder / f"{name}.csv").resolve()) for name in raw}}
     return parts, sources, new_split
+
+
+def _has_rows(path: Path) -> bool:
+    """A split file with at least one row (``split --val-size 0`` writes a header-only val.csv)."""
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return sum(1 for line, _ in zip(fh, range(2)) if line.strip()) > 1
 
 
 def _check_in_cohort(part: pd.DataFrame, cohort: pd.DataFrame, manifest: Path) -> None:
@@ -144,6 +152,10 @@ def _resolve_task(config: StudyConfig, parts: dict):
         raise ManifestError(f"{parts['test'].attrs.get('source', 'test split')}: no row has a usable "
                             f"'{config.label}' ({spec.describe()})")
     check_classes_present(test, spec, what="test")
+    if config.use_val and parts["val"] is not None and prepare_labels(parts["val"], config.label, spec.task,
+                                                                         spec.classes)[0].empty:
+        raise ConfigError(f"{parts['val'].attrs.get('source', 'val split')}: no row has a usable '{config.label}' "
+                          f"for early stopping ({spec.describe()}); pass --no-val")
     metric = config.metric or ("auc" if spec.task == "classification" else "mae")
     if metric not in METRIC_NAMES[spec.task]:
         raise ConfigError(f"--metric {metric} is not a {spec.task} metric; choose from {', '.join(METRIC_NAMES[spec.task])}")

@@ -53,7 +53,7 @@ def run_study(config: StudyConfig, manifest, splits, out, echo: Callable[[str], 
             bar.update(1)
     finally:
         bar.close()
-    tables = write_tables(plan, units)
+        tables = write_tables(plan, units)  # what is done so far, also when stopped
     return {"plan": plan, "ran": ran, "current": current, "tables": tables, "seconds": time.monotonic() - started}
 
 
