@@ -4,7 +4,8 @@ everything, whichever run computed it).
 - ``study.csv``: one row per method, mode, budget and draw: ``metric, value, ci_low, ci_high``
   (95 % subject-bootstrap interval on the test subjects), ``n`` test scans, ``n_subjects``,
   ``subjects_per_class`` (labelled subjects per class actually drawn, mean over classes;
-  regression: subjects in all), the draw's ``seed`` and fine-tuning's ``best_epoch``;
+  regression: subjects in all), the draw's ``seed``, fine-tuning's ``best_epoch`` and the cell's
+  wall ``seconds`` (fine-tuning and evaluation);
 - ``summary.csv``: per method, mode and budget, the ``mean``, ``sd`` (ddof 1), ``min`` and ``max``
   of the value over draws, and how many draws it rests on;
 - ``label_free.csv``: one row per encoder (:mod:`neuro_ssl.study.label_free`);
@@ -21,10 +22,11 @@ import pandas as pd
 import yaml
 
 from neuro_ssl._utils.files import write_csv
+from neuro_ssl.pipeline.stamps import read_stamp
 from neuro_ssl.study.plan import Plan
 
 STUDY_COLUMNS = ["method", "mode", "budget", "draw", "seed", "subjects_per_class", "metric", "value",
-                 "ci_low", "ci_high", "n", "n_subjects", "best_epoch"]
+                 "ci_low", "ci_high", "n", "n_subjects", "best_epoch", "seconds"]
 SUMMARY_COLUMNS = ["method", "mode", "budget", "subjects_per_class", "metric", "draws", "mean", "sd", "min", "max"]
 
 
@@ -54,7 +56,8 @@ def study_table(plan: Plan, units) -> pd.DataFrame:
                      "subjects_per_class": per_class.get((budget, draw), np.nan), "metric": plan.metric,
                      "value": _number(entry.get("value")), "ci_low": _number(entry.get("ci_low")),
                      "ci_high": _number(entry.get("ci_high")), "n": metrics.get("n"),
-                     "n_subjects": metrics.get("n_subjects"), "best_epoch": meta.get("best_epoch")})
+                     "n_subjects": metrics.get("n_subjects"), "best_epoch": meta.get("best_epoch"),
+                     "seconds": (read_stamp(plan.state_dir, unit.name) or {}).get("seconds")})
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 
