@@ -153,9 +153,10 @@ REGRESSION_METRICS = ("mae", "rmse", "r")
 def plot_label_efficiency(study_csv: str | Path, out_png: str | Path, title: str = "") -> Path:
     """Label-efficiency curves from a study.csv: one panel per mode, one line per method.
 
-    x: labelled subjects per class actually drawn (regression: subjects) (log scale; ticks name the budgets), y: the
-    test metric. Line: mean over draws; band: mean +- 1 sd over draws; dots: the single draws.
-    AUC panels carry the chance line at 0.5.
+    x: labelled subjects per class actually drawn (regression: subjects in all), log scale, ticks
+    named by budget; y: the test metric. Line: mean over draws; band: mean +- 1 sd over draws;
+    dots: the single draws. AUC panels carry chance (0.5) and, when study.csv has it, the AUC that
+    trivial summaries of the same test scans reach (``shortcut_baseline_auc``, dotted).
     """
     table = pd.read_csv(study_csv, dtype={"budget": str, "method": str, "mode": str})
     modes = list(dict.fromkeys(table["mode"])) or ["(no cell finished)"]
@@ -191,6 +192,10 @@ def _label_axes(ax, rows: pd.DataFrame, mode: str, metric: str) -> None:
     ax.minorticks_off()
     if metric == "auc":
         ax.axhline(0.5, linestyle="--", color="grey", linewidth=0.8)
+        shortcut = pd.to_numeric(rows.get("shortcut_baseline_auc", pd.Series(dtype=float)), errors="coerce").dropna()
+        if len(shortcut):
+            ax.axhline(float(shortcut.mean()), linestyle=":", color="black", linewidth=1.0,
+                       label=f"trivial summaries ({shortcut.mean():.2f})")
     draws = int(rows["draw"].nunique()) if len(rows) else 0
     per = "" if metric in REGRESSION_METRICS else " per class"
     ax.set(xlabel=f"labelled subjects{per}", ylabel=f"test {metric}",

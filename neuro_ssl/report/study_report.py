@@ -42,7 +42,7 @@ def add_study_section(page: _Page, folder: Path) -> None:
     if not curves.is_file() and (folder / "study.csv").is_file():
         curves = plot_label_efficiency(folder / "study.csv", page.figures_dir / f"{folder.name}_curves.png")
     body = page.image(curves, "label-efficiency curves") if curves.is_file() else ""
-    body += _design(folder)
+    body += _design(folder) + _shortcut(folder / "study.csv")
     if not summary.empty:
         metric = str(summary["metric"].iloc[0])
         _key_cards(page, summary, metric)
@@ -67,6 +67,19 @@ def _design(folder: Path) -> str:
             f"fine-tuning per method and label budget, over {config.get('draws', '?')} draw(s) of the labelled "
             f"subjects (nested across budgets), with {stopping}. Each cell's 95% subject-bootstrap interval is in "
             f"study.csv.</p>")
+
+
+def _shortcut(study_csv: Path) -> str:
+    """evaluate's shortcut baseline on the study's test scans, when the cells recorded it."""
+    if not study_csv.is_file():
+        return ""
+    values = pd.to_numeric(pd.read_csv(study_csv).get("shortcut_baseline_auc", pd.Series(dtype=float)),
+                           errors="coerce").dropna()
+    if values.empty:
+        return ""
+    return (f"<p>Trivial summaries of the same test scans (background, field-of-view edge, intensity, "
+            f"volume; <code>neuro-ssl audit</code>) reach AUC {_fmt(values.mean())}: the dotted line. A curve "
+            "near it has learnt little beyond them.</p>")
 
 
 def _key_cards(page: _Page, summary: pd.DataFrame, metric: str) -> None:

@@ -5,7 +5,8 @@ everything, whichever run computed it).
   (95 % subject-bootstrap interval on the test subjects), ``n`` test scans, ``n_subjects``,
   ``subjects_per_class`` (labelled subjects per class actually drawn, mean over classes;
   regression: subjects in all), the draw's ``seed``, fine-tuning's ``best_epoch`` and the cell's
-  wall ``seconds`` (fine-tuning and evaluation);
+  wall ``seconds`` (fine-tuning and evaluation) and ``evaluate``'s ``shortcut_baseline_auc`` (what
+  trivial summaries of the same test scans reach; the same in every row of one study);
 - ``summary.csv``: per method, mode and budget, the ``mean``, ``sd`` (ddof 1), ``min`` and ``max``
   of the value over draws, and how many draws it rests on;
 - ``label_free.csv``: one row per encoder (:mod:`neuro_ssl.study.label_free`);
@@ -26,7 +27,7 @@ from neuro_ssl.pipeline.stamps import read_stamp
 from neuro_ssl.study.plan import Plan
 
 STUDY_COLUMNS = ["method", "mode", "budget", "draw", "seed", "subjects_per_class", "metric", "value",
-                 "ci_low", "ci_high", "n", "n_subjects", "best_epoch", "seconds"]
+                 "ci_low", "ci_high", "n", "n_subjects", "best_epoch", "seconds", "shortcut_baseline_auc"]
 SUMMARY_COLUMNS = ["method", "mode", "budget", "subjects_per_class", "metric", "draws", "mean", "sd", "min", "max"]
 
 
@@ -57,7 +58,8 @@ def study_table(plan: Plan, units) -> pd.DataFrame:
                      "value": _number(entry.get("value")), "ci_low": _number(entry.get("ci_low")),
                      "ci_high": _number(entry.get("ci_high")), "n": metrics.get("n"),
                      "n_subjects": metrics.get("n_subjects"), "best_epoch": meta.get("best_epoch"),
-                     "seconds": (read_stamp(plan.state_dir, unit.name) or {}).get("seconds")})
+                     "seconds": (read_stamp(plan.state_dir, unit.name) or {}).get("seconds"),
+                     "shortcut_baseline_auc": _number((metrics.get("shortcut_baseline_auc") or {}).get("value"))})
     return pd.DataFrame(rows, columns=STUDY_COLUMNS)
 
 

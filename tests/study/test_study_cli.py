@@ -67,6 +67,7 @@ def test_study_end_to_end_with_a_stop_and_a_resume(cohort, tmp_path, monkeypatch
     assert (study["metric"] == "auc").all() and study["value"].between(0, 1).all() and (study["n"] > 0).all()
     assert (study["ci_low"] <= study["value"]).all() and (study["value"] <= study["ci_high"]).all()
     assert (study["ci_low"] < study["ci_high"]).any()  # real intervals, not points
+    assert (study["seconds"] > 0).all() and "shortcut_baseline_auc" in study.columns
     summary = pd.read_csv(out / "summary.csv", dtype={"budget": str})
     assert len(summary) == 8 and (summary["draws"] == 2).all()
     means = study.groupby(["method", "mode", "budget"])["value"].mean()
