@@ -1,6 +1,7 @@
 """The architecture, checked: imports flow one way between the pipeline stages.
 
-cli, pipeline -> training, evaluation, interpret -> models, losses, data -> _utils, errors.
+cli, pipeline -> study -> training, evaluation, interpret -> models, losses, data -> _utils, errors
+(study also reads the pipeline's stamp rule, neuro_ssl.pipeline.stamps, to stamp its units).
 losses import only torch (and their own _dist); models import only torch, MONAI and their own
 checkpoint helpers; nothing imports cli; report only renders arrays and files it is given (no other stage).
 """
@@ -24,6 +25,7 @@ ALLOWED = {
     "interpret": {"errors", "_utils", "data", "models", "interpret"},
     "report": {"errors", "_utils", "report"},
     "pipeline": {"errors", "_utils", "pipeline", "report", "data", "cli"},
+    "study": {"errors", "_utils", "data", "models", "training", "evaluation", "study", "pipeline"},
     "cli": {"*"},
 }
 THIRD_PARTY_LOSSES = {"torch", "math", "__future__", "typing", "warnings", "dataclasses"}

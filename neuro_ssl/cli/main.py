@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("neuro_ssl.cli.cluster", "k-means on embeddings, ARI/NMI against a column, 2D map"),
     "saliency": ("neuro_ssl.cli.saliency", "Grad-CAM volumes in each scan's own space, summary, HTML review"),
     "audit": ("neuro_ssl.cli.audit", "can trivial summaries (background, edges, intensity, volume) predict the label?"),
+    "study": ("neuro_ssl.cli.study", "label-efficiency curves: methods x modes x label budgets x draws, with CIs"),
     "report": ("neuro_ssl.cli.report", "one HTML report of runs made by hand, warnings first"),
     "demo": ("neuro_ssl.cli.demo", "the whole chain on a synthetic cohort, in minutes on a CPU"),
     "run": ("neuro_ssl.cli.run", "run a pipeline YAML, skipping steps whose outputs are current"),

@@ -52,7 +52,8 @@ def select(manifest: str, out: str, column: str, values: list[str] | str) -> Pat
 def report(out: str, title: str = "neuro-ssl run", cohort: str | None = None, splits: str | None = None,
            validation: str | None = None, pretrain: str | None = None,
            finetune: list[str] | str | None = None, evaluations: list[str] | str | None = None,
-           embeddings: str | None = None, clusters: str | None = None, saliency: str | None = None) -> Path:
+           embeddings: str | None = None, clusters: str | None = None, saliency: str | None = None,
+           study: str | None = None) -> Path:
     """Write ``out`` (report.html) from the files the other steps wrote.
 
     ``cohort``: the cohort's manifest (any dialect; read here into canonical columns so the
@@ -71,7 +72,7 @@ def report(out: str, title: str = "neuro-ssl run", cohort: str | None = None, sp
     return write_run_report(
         out, title=title, splits=splits, validation=validation, pretrain=pretrain,
         finetune=_as_list(finetune), evaluations=_as_list(evaluations), embeddings=embeddings,
-        clusters=clusters, saliency=saliency, cohort=cohort, cohort_table=table,
+        clusters=clusters, saliency=saliency, cohort=cohort, cohort_table=table, study=study,
     )
 
 

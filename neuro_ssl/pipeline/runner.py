@@ -7,6 +7,8 @@ torchrun``), or a runner builtin (``report``). The freshness rule is in :mod:`.s
 
 Resume: a step whose last attempt failed (or was killed) with the same options and inputs, and
 whose command has ``--resume`` and left ``<--out>/checkpoint.pt``, is rerun with ``--resume``.
+A command that continues in its ``--out`` by itself (``CONTINUES_IN_OUT``: ``study``) is rerun
+as is, its folder kept.
 """
 
 from __future__ import annotations
@@ -263,7 +265,7 @@ def _can_resume(step: Step, stamp: dict | None, inputs: dict, dep_ids: dict, act
 def _execute(pipeline: Pipeline, step: Step, argv: list[str], inputs: dict, dep_ids: dict,
              prefix: str, reason: str, resuming: bool, echo) -> float:
     state_dir = pipeline.state_dir
-    if not resuming:
+    if not resuming and not _continues_itself(step):
         _clear_previous_run_folder(pipeline, step, stamps.read_stamp(state_dir, step.name), echo)
     stamps.write_stamp(state_dir, step, "running", inputs, dep_ids, argv=argv)
     echo(f"{prefix}: running ({reason}{', resuming from its checkpoint' if resuming else ''}): {display(step, argv)}")
@@ -288,6 +290,17 @@ def _execute(pipeline: Pipeline, step: Step, argv: list[str], inputs: dict, dep_
     stamps.write_stamp(state_dir, step, "done", inputs, dep_ids, seconds, argv=argv)
     echo(f"{prefix}: done in {seconds:.1f}s")
     return seconds
+
+
+def _continues_itself(step: Step) -> bool:
+    """A command that continues the work in its own ``--out`` (``study``) keeps it on a rerun."""
+    import importlib
+
+    from neuro_ssl.cli.main import COMMANDS
+
+    if step.command not in COMMANDS:
+        return False
+    return bool(getattr(importlib.import_module(COMMANDS[step.command][0]), "CONTINUES_IN_OUT", False))
 
 
 def _clear_previous_run_folder(pipeline: Pipeline, step: Step, stamp: dict | None, echo) -> None:

@@ -144,3 +144,61 @@ def plot_audit(audit_csv: str | Path, out_png: str | Path, title: str = "Shortcu
         ax.set_xlabel(f"cross-validated AUC (by subject); dashed: shortcut threshold {threshold:.2f}")
     ax.set_title(title, fontsize=10)
     return _save(fig, out_png)
+
+
+#: regression metrics: budgets count subjects in all, not per class
+REGRESSION_METRICS = ("mae", "rmse", "r")
+
+
+def plot_label_efficiency(study_csv: str | Path, out_png: str | Path, title: str = "") -> Path:
+    """Label-efficiency curves from a study.csv: one panel per mode, one line per method.
+
+    x: labelled subjects per class actually drawn (regression: subjects in all), log scale, ticks
+    named by budget; y: the test metric. Line: mean over draws; band: mean +- 1 sd over draws;
+    dots: the single draws. AUC panels carry chance (0.5) and, when study.csv has it, the AUC that
+    trivial summaries of the same test scans reach (``shortcut_baseline_auc``, dotted).
+    """
+    table = pd.read_csv(study_csv, dtype={"budget": str, "method": str, "mode": str})
+    modes = list(dict.fromkeys(table["mode"])) or ["(no cell finished)"]
+    fig = _figure(4.8 * len(modes), 4.2)
+    first = None
+    for k, mode in enumerate(modes, start=1):
+        ax = fig.add_subplot(1, len(modes), k, sharey=first)
+        first = first or ax
+        rows = table[table["mode"] == mode]
+        for method, cells in rows.groupby("method", sort=False):
+            _curve(ax, cells, str(method))
+        _label_axes(ax, rows, str(mode), table["metric"].iloc[0] if len(table) else "metric")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def _curve(ax, cells: pd.DataFrame, method: str) -> None:
+    stats = cells.groupby("budget", sort=False).agg(x=("subjects_per_class", "mean"), mean=("value", "mean"),
+                                                    sd=("value", "std")).sort_values("x")
+    line, = ax.plot(stats["x"], stats["mean"], marker="o", label=method)
+    spread = stats["sd"].fillna(0.0)
+    ax.fill_between(stats["x"], stats["mean"] - spread, stats["mean"] + spread, color=line.get_color(), alpha=0.2,
+                    linewidth=0)
+    ax.scatter(cells["subjects_per_class"], cells["value"], s=9, color=line.get_color(), alpha=0.6)
+
+
+def _label_axes(ax, rows: pd.DataFrame, mode: str, metric: str) -> None:
+    ticks = rows.groupby("budget", sort=False)["subjects_per_class"].mean().sort_values()
+    if len(ticks) and (ticks > 0).all():
+        ax.set_xscale("log")
+    ax.set_xticks(ticks.to_numpy(), [f"all\n({x:.0f})" if b == "all" else str(b) for b, x in ticks.items()])
+    ax.minorticks_off()
+    if metric == "auc":
+        ax.axhline(0.5, linestyle="--", color="grey", linewidth=0.8)
+        shortcut = pd.to_numeric(rows.get("shortcut_baseline_auc", pd.Series(dtype=float)), errors="coerce").dropna()
+        if len(shortcut):
+            ax.axhline(float(shortcut.mean()), linestyle=":", color="black", linewidth=1.0,
+                       label=f"trivial summaries ({shortcut.mean():.2f})")
+    draws = int(rows["draw"].nunique()) if len(rows) else 0
+    per = "" if metric in REGRESSION_METRICS else " per class"
+    ax.set(xlabel=f"labelled subjects{per}", ylabel=f"test {metric}",
+           title=f"{mode}: mean, band +-1 sd over {draws} draw(s)")
+    if len(rows):
+        ax.legend(fontsize=8, loc="best")

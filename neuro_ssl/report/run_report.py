@@ -29,13 +29,15 @@ REGRESSION = ("mae", "rmse", "r")
 def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", splits=None, validation=None,
                      pretrain=None, finetune: Iterable = (), evaluations: Iterable = (), embeddings=None,
                      clusters=None, saliency=None, cohort=None, cohort_table: pd.DataFrame | None = None,
-                     audits: Iterable = (), studies: Iterable = (), file_index: bool = True,
+                     audits: Iterable = (), studies: Iterable = (), study=None, file_index: bool = True,
                      flags_out: list | None = None) -> Path:
     """Write ``out`` (an HTML file); every argument is a path the corresponding step wrote.
 
     ``pretrain``, ``clusters`` and ``saliency`` take one folder or a list. ``cohort_table``: the
     canonical manifest of the whole cohort (counts by diagnosis); without it the split files are
-    counted. What looks wrong (:mod:`neuro_ssl.report.findings`) is listed at the top of the page.
+    counted. ``studies`` / ``study``: label-efficiency study folders (``neuro-ssl study``); without
+    them, any study folder in the report's own folder (or one level below) is found and shown.
+    What looks wrong (:mod:`neuro_ssl.report.findings`) is listed at the top of the page.
     ``file_index``: list every file under the page's folder (a run folder's report).
     ``flags_out``: a list that receives the warnings shown at the top (for the CLI to print).
     """
@@ -55,8 +57,7 @@ def write_run_report(out: str | os.PathLike, *, title: str = "neuro-ssl run", sp
         _finetune_section(page, [Path(p) for p in finetune], evaluations)
     for folder in _paths(audits):
         _audit_section(page, folder)
-    for folder in _paths(studies):
-        _study_section(page, folder)
+    _study_sections(page, _paths(studies) + _paths(study))
     cluster_folders = _paths(clusters)
     if cluster_folders or embeddings:
         for folder in cluster_folders or [None]:
@@ -77,15 +78,6 @@ def _audit_section(page: _Page, folder: Path) -> None:
     from neuro_ssl.report.audit_report import add_audit_section
 
     add_audit_section(page, folder)
-
-
-def _study_section(page: _Page, folder: Path) -> None:
-    """A label-efficiency study folder (``neuro-ssl study``): its summary table, curves and files."""
-    summary = folder / "summary.csv"
-    body = _table(_read_table(summary).to_dict("records")[:60]) if summary.is_file() else ""
-    body += _figures(page, sorted(folder.glob("*.png"))[:2])
-    body += "<p>" + " · ".join(page.link(f) for f in sorted(folder.iterdir()) if f.is_file()) + "</p>"
-    page.add(f"Label-efficiency study: {folder.name}", body)
 
 
 def _paths(value) -> list[Path]:
@@ -326,6 +318,17 @@ def _finetune_section(page: _Page, runs: list[Path], evaluations: list[Path]) ->
             curves += [png] if png else []
     body += _figures(page, curves)
     page.add("Fine-tuning and evaluation", body)
+
+
+def _study_sections(page: _Page, folders: list[Path]) -> None:
+    """One section per study folder; with none given, the study folders found beside the page."""
+    from neuro_ssl.report.study_report import add_study_section, find_study_folders, is_study_folder
+
+    for folder in dict.fromkeys(folders or find_study_folders(page.base)):
+        if is_study_folder(folder):
+            add_study_section(page, folder)
+        else:
+            page.add("Label-efficiency study", f"<p>{page.link(folder)}: no study.csv / summary.csv yet</p>")
 
 
 def _run_label(path: Path) -> str:

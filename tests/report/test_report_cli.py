@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from neuro_ssl.cli.main import main
+from neuro_ssl.study.tables import summary_table
 
 
 def _ci(value, low, high):
@@ -72,9 +73,11 @@ def _write_runs(root: Path) -> dict[str, Path]:
          "against": "diagnosis", "n_labelled": 18, "ari": 0.1, "nmi": 0.2}))
     study = results / "study"
     study.mkdir()
-    pd.DataFrame({"method": ["yaware"], "mode": ["linear"], "budget": ["10"], "mean": [0.7], "sd": [0.05]}
-                 ).to_csv(study / "summary.csv", index=False)
-    pd.DataFrame({"method": ["yaware"], "budget": ["10"], "draw": [0], "auc": [0.7]}).to_csv(study / "study.csv", index=False)
+    draws = pd.DataFrame([{"method": "yaware", "mode": "linear", "budget": "10", "draw": d, "seed": d,
+                           "subjects_per_class": 10.0, "metric": "auc", "value": 0.7 + 0.01 * d, "ci_low": 0.6,
+                           "ci_high": 0.8, "n": 18, "n_subjects": 18, "best_epoch": 1, "seconds": 1.0} for d in range(2)])
+    draws.to_csv(study / "study.csv", index=False)
+    summary_table(draws).to_csv(study / "summary.csv", index=False)
     splits = root / "splits"
     splits.mkdir()
     for part in ("train", "val", "test"):
