@@ -54,6 +54,12 @@ def federate(cfg: FederatedConfig, manifest: Path, out_dir: Path, val_manifest: 
 
     cfg.validate()
     check_flower()
+    for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certfile"):
+        value = getattr(cfg, name)
+        if value is not None:
+            if not Path(value).is_file():
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: no such file")
+            setattr(cfg, name, str(Path(value).resolve()))
     manifest, run_dir = Path(manifest).resolve(), Path(out_dir)
     df = read_manifest(manifest)
     sites = plan_sites(df, cfg, str(manifest))

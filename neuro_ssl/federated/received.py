@@ -1,9 +1,10 @@
 """``--record-received``: write down everything the server received from the sites, for audit.
 
-For every round, ``RUN/received/round_NNN/`` holds ``sent.npz`` (the global tensors sent out)
-and, per reply, ``node_<id>.json`` (every record of the message, by record type: arrays as
-dtype + shape, metrics and configs with their values, or the error) and ``node_<id>.npz`` (the
-arrays themselves). The description is generic (nothing is filtered), so an ethics board, or a
+For every round, ``RUN/received/round_NNN/`` holds ``sent.npz`` (the global tensors sent out),
+``sent.json`` (the round's plan sent with them: round, options, FedProx mu) and, per reply,
+``node_<id>.json`` (every record of the message, by record type: arrays as dtype + shape,
+metrics and configs with their values, or the error) and ``node_<id>.npz`` (the arrays
+themselves). The description is generic (nothing is filtered), so an ethics board, or a
 test, can check that only parameters and counts ever arrive.
 """
 
@@ -43,12 +44,13 @@ def describe(msg) -> dict[str, Any]:
     return out
 
 
-def record_round(run_dir: Path, rnd: int, sent: dict[str, np.ndarray], replies: Iterable) -> Path:
-    """Write what was sent and everything received in round ``rnd``; returns the round's folder."""
+def record_round(run_dir: Path, rnd: int, sent: dict[str, np.ndarray], plan: dict[str, Any], replies: Iterable) -> Path:
+    """Write what was sent (tensors, plan) and everything received in round ``rnd``; returns the folder."""
     from flwr.app import ArrayRecord
 
     folder = Path(run_dir) / FOLDER / f"round_{int(rnd):03d}"
     _save_npz(folder / "sent.npz", sent)
+    write_json(folder / "sent.json", plan)
     for msg in replies:
         node = int(msg.metadata.src_node_id)
         write_json(folder / f"node_{node}.json", describe(msg))

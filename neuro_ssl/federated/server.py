@@ -111,7 +111,7 @@ class FederatedServer:
         if self.cfg.record_received:
             from neuro_ssl.federated.received import record_round
 
-            record_round(self.run_dir, rnd, sent, replies)
+            record_round(self.run_dir, rnd, sent, dict(messages[0].content["config"]) if messages else {}, replies)
         ok = [m for m in replies if not m.has_error()]
         failed = [m for m in replies if m.has_error()]
         self._report_failures(rnd, failed, len(messages) - len(replies))

@@ -336,11 +336,9 @@ class Pretrainer:
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows
 
     def proximal_penalty(self) -> torch.Tensor:
-        """FedProx's ``mu/2 * sum ||w - w_global||^2`` over the parameters given to :meth:`train_from`."""
+        """FedProx's term for the parameters given to :meth:`train_from` (see :func:`proximal_term`)."""
         mu, reference = self._proximal
-        terms = [((p - reference[name].to(p.device)) ** 2).sum()
-                 for name, p in unwrap(self.model).named_parameters() if name in reference]
-        return 0.5 * mu * torch.stack(terms).sum() if terms else torch.zeros((), device=self.device)
+        return proximal_term(unwrap(self.model).named_parameters(), reference, mu)
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
@@ -356,6 +354,17 @@ class Pretrainer:
                 "n_subjects": len(data.subjects), "skipped": data.skipped,
                 "final_loss": rows[-1]["loss"] if rows else float("nan"),
                 "volumes_per_s": rows[-1]["volumes_per_s"] if rows else float("nan"), **probe}
+
+
+def proximal_term(named_parameters, reference: Mapping[str, torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020)::
+
+        mu / 2 * sum_k || w_k - w_global_k ||^2     over the parameters named in ``reference``
+
+    Its gradient is ``mu * (w - w_global)``. Returns a scalar tensor (0 when nothing is named).
+    """
+    terms = [((p - reference[name].to(p.device)) ** 2).sum() for name, p in named_parameters if name in reference]
+    return 0.5 * float(mu) * torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def _momentum_update(model: ContrastiveModel, target: ContrastiveModel, m: float) -> None:
