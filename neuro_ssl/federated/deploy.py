@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -85,30 +84,40 @@ class LocalFederation:
     def run(self) -> None:
         """Start everything, submit the run, wait for it to end, stop everything (also on errors)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        home = Path(tempfile.mkdtemp(prefix="neuro-ssl-flwr-"))
-        env = {**os.environ, "FLWR_HOME": str(home), "PYTHONUNBUFFERED": "1",
-               "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+        self.home = self.log_dir / "home"  # one FLWR_HOME per process, as on separate machines (removed at the end)
+        shutil.rmtree(self.home, ignore_errors=True)
+        previous = _stop_on_sigterm()
         try:
-            port = self._start_superlink(env)
+            port = self._start_superlink()
             for spec in self.sites:
-                self._start_supernode(env, spec, port)
+                self._start_supernode(spec, port)
             write_json(self.log_dir / "processes.json", [{k: v for k, v in p.items() if k != "popen"}
                                                          for p in self.processes])
-            self._write_connection(home, port)
-            app = home / "app"
+            cli = self._env("cli")
+            self._write_connection(Path(cli["FLWR_HOME"]), port)
+            app = self.home / "app"
             write_text(app / "pyproject.toml", APP_PYPROJECT.format(version=__version__))
-            self._submit_and_wait(env, app)
+            self._submit_and_wait(cli, app)
         finally:
             self._stop_all()
-            shutil.rmtree(home, ignore_errors=True)
+            shutil.rmtree(self.home, ignore_errors=True)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     # ---- processes ---------------------------------------------------------------------------
-    def _spawn(self, role: str, name: str, command: list[str], env: dict, address: str) -> subprocess.Popen:
-        log = self.log_dir / f"{role}{'_' + name if name else ''}.log"
+    def _env(self, name: str) -> dict[str, str]:
+        home = self.home / name
+        home.mkdir(parents=True, exist_ok=True)
+        return {**os.environ, "FLWR_HOME": str(home), "PYTHONUNBUFFERED": "1",
+                "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def _spawn(self, role: str, name: str, command: list[str], address: str) -> subprocess.Popen:
+        stem = f"{role}{'_' + name if name else ''}"
+        log, env = self.log_dir / f"{stem}.log", self._env(stem)
         with open(log, "ab") as fh:
             fh.write(f"\n$ {' '.join(command)}\n".encode())
             popen = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=env, cwd=self.log_dir)
+                                     env=env, cwd=self.log_dir, preexec_fn=_die_with_parent())
         self.processes.append({"role": role, "site": name or None, "pid": popen.pid, "address": address,
                                "log": str(log), "popen": popen})
         return popen
@@ -122,15 +131,15 @@ class LocalFederation:
     def _tls_client_args(self) -> list[str]:
         return ["--root-certificates", self.cfg.ssl_ca_certfile] if self.cfg.tls else ["--insecure"]
 
-    def _start_superlink(self, env: dict) -> int:
+    def _start_superlink(self) -> int:
         port = _free_port()
         command = [str(self.bin / "flower-superlink"), *self._tls_server_args(), "--host", "127.0.0.1",
                    "--port", str(port), "--disable-runtime-dependency-installation"]
-        popen = self._spawn("superlink", "", command, env, f"127.0.0.1:{port}")
+        popen = self._spawn("superlink", "", command, f"127.0.0.1:{port}")
         _wait_for_port(port, popen, self.log_dir / "superlink.log")
         return port
 
-    def _start_supernode(self, env: dict, spec: SiteSpec, superlink_port: int) -> None:
+    def _start_supernode(self, spec: SiteSpec, superlink_port: int) -> None:
         port = _free_port()
         node_config = " ".join(f"{k}={json.dumps(v)}" for k, v in (
             ("partition-id", spec.partition), ("num-partitions", len(self.sites)), ("manifest", spec.manifest),
@@ -138,7 +147,7 @@ class LocalFederation:
         command = [str(self.bin / "flower-supernode"), *self._tls_client_args(), "--superlink",
                    f"127.0.0.1:{superlink_port}", "--host", "127.0.0.1", "--port", str(port),
                    "--node-config", node_config]
-        self._spawn("supernode", _safe(spec.name), command, env, f"127.0.0.1:{port}")
+        self._spawn("supernode", _safe(spec.name), command, f"127.0.0.1:{port}")
 
     def _write_connection(self, home: Path, port: int) -> None:
         security = (f'root-certificates = {json.dumps(str(Path(self.cfg.ssl_ca_certfile).resolve()))}'
@@ -207,6 +216,33 @@ def _relay(lines, log) -> None:
         if "neuro-ssl federate" in line:
             sys.stderr.write(line)
             sys.stderr.flush()
+
+
+def _stop_on_sigterm():
+    """SIGTERM (a scheduler, ``kill``) raises here, so the processes started are stopped on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise FederationError("neuro-ssl federate was stopped (SIGTERM); the same command with --resume continues "
+                              "after the last finished round")
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _die_with_parent():
+    """Linux: the child gets SIGTERM when this process dies, even by SIGKILL (no orphaned SuperLink)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl  # bound here: the child only calls it
+    pr_set_pdeathsig = 1
+
+    def child() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return child
 
 
 def _descendants(roots: Sequence[int]) -> set[int]:

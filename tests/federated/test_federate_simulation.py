@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,8 @@ import pytest
 
 from .conftest import FED, start_federate
 
-TIMEOUT_S = 600
+TIMEOUT_S = 1500  # well under a minute on an idle 2-core machine; generous for a shared, loaded one
+pytestmark = pytest.mark.timeout(2 * TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,12 @@ def failing_site_run(site_manifest, tmp_path_factory):
     run = work / "run"
     proc = start_federate(["--manifest", manifest, "--out", run, *FED, "--strategy", "fedprox", "--proximal-mu", "0.5",
                            "--keep-local-norm", "--min-clients", "2", "--record-received"])
-    out, err = proc.communicate(timeout=TIMEOUT_S)
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=120)
     return {"run": run, "code": proc.returncode, "out": out, "err": err, "broken": broken, "manifest": manifest}
 
 
