@@ -26,7 +26,7 @@ import torch
 from neuro_ssl.errors import FederationError, NeuroSSLError
 from neuro_ssl.federated import checkpoint as ckpt
 from neuro_ssl.federated.config import FederatedConfig
-from neuro_ssl.federated.params import norm_keys, travelling_keys
+from neuro_ssl.federated.params import travelling_keys
 
 #: seconds the server waits for every expected site before starting with at least --min-clients
 CONNECT_GRACE_S = 30.0
@@ -72,7 +72,6 @@ class FederatedServer:
         self.model = ckpt.build_model(self.cfg.site_pretrain())
         self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         self.keys = travelling_keys(self.model, self.cfg.keep_local_norm)
-        self.norm = sorted(k for k in norm_keys(self.model) if torch.is_floating_point(self.state[k]))
         self.rows: list[dict[str, Any]] = []
         self.done = 0
 
