@@ -77,7 +77,7 @@ def local_update(spec: SiteSpec, arrays: Mapping[str, np.ndarray], plan: Mapping
     import torch
 
     from neuro_ssl.data.screening import write_skipped
-    from neuro_ssl.federated.params import norm_keys, to_numpy
+    from neuro_ssl.federated.params import norm_keys, to_numpy, travelling_keys
     from neuro_ssl.training.config import PretrainConfig
     from neuro_ssl.training.loop import DistInfo, count_batches_or_fail
     from neuro_ssl.training.pretrain import Pretrainer
@@ -99,7 +99,7 @@ def local_update(spec: SiteSpec, arrays: Mapping[str, np.ndarray], plan: Mapping
     trainer = Pretrainer(cfg, state_dir / "trainer", DistInfo(), resume=False)
     state, rows = trainer.train_from(data, weights, epochs, start_epoch=(rnd - 1) * epochs,
                                      proximal_mu=float(plan.get("proximal-mu", 0.0)))
-    send = set(arrays)
+    send = set(arrays) | set(travelling_keys(trainer.model, keep_norm))  # + the objective's own tensors, if any
     if keep_norm:
         local = {k for k in norm_keys(trainer.model) if torch.is_floating_point(state[k])}
         _save_local_norm(state_dir, rnd, {k: state[k] for k in local})

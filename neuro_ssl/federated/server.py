@@ -71,6 +71,7 @@ class FederatedServer:
         self.val_manifest = plan.get("val_manifest")
         self.model = ckpt.build_model(self.cfg.site_pretrain())
         self.state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.own_keys = set(self.state)
         self.keys = travelling_keys(self.model, self.cfg.keep_local_norm)
         self.rows: list[dict[str, Any]] = []
         self.done = 0
@@ -79,6 +80,7 @@ class FederatedServer:
         saved = ckpt.load_round(self.run_dir, self.cfg)
         if saved is not None:
             self.state.update(saved["model"])
+            self._adopt_objective_keys()
             self.rows, self.done = list(saved["rows"]), int(saved["round"])
             self._say(f"resuming after round {self.done} of {self.cfg.rounds}")
         self.strategy = build_strategy(self.cfg, self.min_clients)
@@ -119,13 +121,23 @@ class FederatedServer:
                 f"round {rnd}: {len(ok)} of {len(messages)} site(s) returned weights, fewer than --min-clients "
                 f"{self.min_clients}; the run stopped after round {self.done} (fix the sites, then --resume)")
         arrays, _ = self.strategy.aggregate_train(rnd, ok)
+        self.state.update({k: torch.from_numpy(arrays[k].numpy().copy()) for k in arrays.keys() if k not in self.state})
         self.state.update({k: torch.from_numpy(arrays[k].numpy().copy()).to(self.state[k].dtype)
                            for k in arrays.keys()})
+        self._adopt_objective_keys()
         self._log_round(rnd, ok, failed, time.perf_counter() - started)
         ckpt.save_round(self.run_dir, self.cfg, rnd, self.state, self.rows)
         self.done = rnd
         self._write_outputs(rnd)
         ckpt.update_state(self.run_dir, round=rnd)
+
+    def _adopt_objective_keys(self) -> None:
+        """Tensors the sites' objective adds (``model.extras``: a decoder, a temperature) travel from now on.
+
+        The server builds no objective (that needs the sites' data), so it learns these from the
+        first replies; all sites build the same objective from the same options and seed.
+        """
+        self.keys = sorted(set(self.keys) | (set(self.state) - self.own_keys))
 
     def _wait_for_sites(self) -> None:
         expected, start = max(len(self.sites), self.min_clients), time.monotonic()
@@ -187,7 +199,7 @@ class FederatedServer:
         from neuro_ssl.training.probes import run_probes
 
         p = self.cfg.site_pretrain()
-        self.model.load_state_dict(self.state)
+        self._load_model()
         probe = build_probe_data(read_manifest(self.val_manifest), p)
         device = resolve_device(p.device)
         metrics = run_probes(self.model.encoder.to(device), probe.dataset, probe.manifest, p.batch_size, device,
@@ -200,10 +212,13 @@ class FederatedServer:
 
         from neuro_ssl._utils.files import write_csv
 
-        self.model.load_state_dict(self.state)
+        self._load_model()
         ckpt.write_encoder(self.run_dir, self.model, self.cfg, rnd, self.subjects, self.sites)
         if self.rows:
             write_csv(self.run_dir / "metrics.csv", pd.DataFrame(self.rows))
+
+    def _load_model(self) -> None:
+        self.model.load_state_dict({k: v for k, v in self.state.items() if k in self.own_keys})
 
     def _say(self, message: str) -> None:
         print(f"neuro-ssl federate: {message}", file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-SITES = ("011", "023", "941")
+SITES = ("002", "023", "941")
 
 
 class InProcessGrid:
@@ -95,14 +95,14 @@ def test_a_round_averages_the_answering_sites_by_scan_count(site_manifest, tmp_p
     serve(run, grid)
     ok = [m for m in grid.replies[0] if not m.has_error()]
     counts = np.array([m.content["metrics"]["num-examples"] for m in ok], dtype=np.float64)
-    assert sorted(counts) == [4, 7]
+    assert sorted(counts) == [5, 6]
     final = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
     for key in ok[0].content["arrays"].keys():
         stack = np.stack([m.content["arrays"][key].numpy().astype(np.float64) for m in ok])
         np.testing.assert_allclose(final[key].numpy(), np.tensordot(counts / counts.sum(), stack, axes=1),
                                    rtol=1e-6, atol=1e-7, err_msg=key)
     metrics = pd.read_csv(run / "metrics.csv", dtype={"site": str})
-    assert metrics.set_index("site")["status"].to_dict() == {"011": "ok", "941": "ok", "023": "failed", "all": "aggregated"}
+    assert metrics.set_index("site")["status"].to_dict() == {"002": "ok", "941": "ok", "023": "failed", "all": "aggregated"}
     assert json.loads((run / "federation.json").read_text())["state"] == "finished"
     assert {"probe_age_mae", "probe_n"} <= set(metrics.columns)  # the server's probes on --val-manifest
     _, meta = load_encoder(run / "encoder.pt")

@@ -92,14 +92,14 @@ def test_a_local_update_sends_back_the_tensors_it_got_plus_numbers(site_manifest
                          workers=0, device="cpu", epochs=3)
     model = build_model(cfg)
     sent = to_numpy(model.state_dict(), travelling_keys(model, keep_local_norm=True))
-    spec = SiteSpec(0, str(site_manifest), "site", "011", str(tmp_path / "site"))
+    spec = SiteSpec(0, str(site_manifest), "site", "002", str(tmp_path / "site"))
     plan = {"pretrain": json.dumps(cfg.to_dict()), "server-round": 2, "local-epochs": 1,
             "keep-local-norm": True, "return-norm": True}
     back, metrics = local_update(spec, sent, plan)
     norm = {k for k in norm_keys(model) if torch.is_floating_point(model.state_dict()[k])}
     assert set(back) == set(sent) | norm and not norm & set(sent)
     assert set(metrics) == SITE_METRICS and all(isinstance(v, (int, float)) for v in metrics.values())
-    assert metrics["num-examples"] == SITE_SCANS["011"] and metrics["steps"] == 1 and metrics["partition-id"] == 0
+    assert metrics["num-examples"] == SITE_SCANS["002"] and metrics["steps"] == 1 and metrics["partition-id"] == 0
     assert max(float(np.abs(back[k] - sent[k]).max()) for k in sent) > 0
     assert (tmp_path / "site" / "local_norm" / "round_0002.pt").is_file()
     assert not (tmp_path / "site" / "trainer").exists()
@@ -146,7 +146,7 @@ REFUSALS = [  # extra argv, exit code, words of the one-line message
     (["--epochs", "3"], 2, "--rounds x --local-epochs"),
     (["--min-clients", "4"], 2, "more than the 3 site(s)"),
     (["--ssl-certfile", "server.pem"], 2, "all three"),
-    (["--batch-size", "5"], 1, "site 941 has 4 scan(s)"),
+    (["--batch-size", "5"], 1, "site 023 has 4 scan(s)"),
 ]
 
 
