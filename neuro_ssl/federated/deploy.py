@@ -13,6 +13,7 @@ addresses: RUN/flower/processes.json. Every process started here is stopped on t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Sequence
 from neuro_ssl import __version__
 from neuro_ssl._utils.files import write_json, write_text
 from neuro_ssl.errors import FederationError
+from neuro_ssl.federated.checkpoint import read_state
 from neuro_ssl.federated.client import SiteSpec
 from neuro_ssl.federated.config import FederatedConfig
 
@@ -75,7 +77,7 @@ class LocalFederation:
     """A SuperLink and one SuperNode per site on 127.0.0.1 (free ports), then ``flwr run`` of the app."""
 
     def __init__(self, run_dir: Path, sites: Sequence[SiteSpec], cfg: FederatedConfig):
-        self.run_dir, self.sites, self.cfg = Path(run_dir), list(sites), cfg
+        self.run_dir, self.sites, self.cfg = Path(run_dir).resolve(), list(sites), cfg  # Flower runs in other cwds
         self.log_dir = self.run_dir / "flower"
         self.bin = Path(sys.executable).parent
         self.processes: list[dict] = []
@@ -162,7 +164,8 @@ class LocalFederation:
         log = open(self.log_dir / "server.log", "a", encoding="utf-8")
         stream = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=env, cwd=self.log_dir, text=True, errors="replace")
-        reader = threading.Thread(target=_relay, args=(stream.stdout, log), daemon=True)
+        tail: collections.deque = collections.deque(maxlen=12)
+        reader = threading.Thread(target=_relay, args=(stream.stdout, log, tail), daemon=True)
         reader.start()
         superlink = self.processes[0]
         lost: set[int] = set()
@@ -187,6 +190,10 @@ class LocalFederation:
             stream.wait()
             reader.join(timeout=5)
             log.close()
+        if stream.returncode and read_state(self.run_dir).get("state") not in ("finished", "failed"):
+            said = " ".join(" ".join(line.strip(" │╭╮╰╯─\n").split()) for line in tail).strip()
+            raise FederationError(f"`flwr run` stopped with exit code {stream.returncode}: {said[-400:]} "
+                                  f"(log: {self.log_dir / 'server.log'})")
 
     def _stop_all(self) -> None:
         """SIGTERM our processes, then wait for them and for what Flower started from them (SIGKILL late ones)."""
@@ -209,10 +216,12 @@ class LocalFederation:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _relay(lines, log) -> None:
+def _relay(lines, log, tail) -> None:
     for line in lines:
         log.write(line)
         log.flush()
+        if line.strip(" │╭╮╰╯─\n"):
+            tail.append(line)
         if "neuro-ssl federate" in line:
             sys.stderr.write(line)
             sys.stderr.flush()
