@@ -39,6 +39,6 @@ def child_env() -> dict[str, str]:
             "MKL_NUM_THREADS": "1", "RAY_DEDUP_LOGS": "0"}
 
 
-def start_federate(argv: list) -> subprocess.Popen:
+def start_federate(argv: list, cwd: Path = REPO) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "neuro_ssl", "federate", *map(str, argv)], env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)

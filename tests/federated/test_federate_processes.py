@@ -62,9 +62,9 @@ def _flower_processes_of(addresses: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def killed_then_resumed(site_manifest, tmp_path_factory):
     run = tmp_path_factory.mktemp("fed_processes") / "run"
-    argv = ["--manifest", site_manifest, "--site-column", "site", "--out", run, *FED,
+    argv = ["--manifest", site_manifest, "--site-column", "site", "--out", "run", *FED,  # a relative RUN, as users type
             "--deployment", "processes", "--record-received"]
-    first = start_federate(argv)
+    first = start_federate(argv, cwd=run.parent)
     try:
         _wait_for_round(run, 1, first)
         processes = json.loads((run / "flower" / "processes.json").read_text())
@@ -77,7 +77,7 @@ def killed_then_resumed(site_manifest, tmp_path_factory):
             first.communicate(timeout=120)
     time.sleep(1.0)
     leftovers = _flower_processes_of([p["address"] for p in processes])
-    resumed = start_federate([*argv, "--resume"])
+    resumed = start_federate([*argv, "--resume"], cwd=run.parent)
     out, err = resumed.communicate(timeout=TIMEOUT_S)
     return {"run": run, "first_code": first.returncode, "first_err": first_err, "processes": processes,
             "leftovers": leftovers, "code": resumed.returncode, "out": out, "err": err}
