@@ -24,10 +24,15 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# the federated extra (Flower + Ray) so `make test` covers neuro-ssl federate
+$(VENV)/.federated: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[dev,federated]'
+	touch $@
+
 demo: setup
 	$(VENV)/bin/neuro-ssl demo --out $(DEMO_OUT)
 
-test: setup
+test: setup $(VENV)/.federated
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup

@@ -35,6 +35,10 @@ class LeakageError(NeuroSSLError):
     """Evaluation subjects overlap the subjects a model was trained on."""
 
 
+class FederationError(NeuroSSLError):
+    """A federated run that cannot go on: too few sites answered, or the server or a site stopped."""
+
+
 def row_context(path, row: int | None) -> str:
     """``file.csv row 12`` with 1-based row numbers as a spreadsheet shows them (header = row 1)."""
     return f"{path} row {row}" if row is not None else f"{path}"

@@ -1,6 +1,6 @@
 """The architecture, checked: imports flow one way between the pipeline stages.
 
-cli, pipeline -> study -> training, evaluation, interpret -> models, losses, data -> _utils, errors
+cli, pipeline -> study, federated -> training, evaluation, interpret -> models, losses, data -> _utils, errors
 (study also reads the pipeline's stamp rule, neuro_ssl.pipeline.stamps, to stamp its units).
 losses import only torch (and their own _dist); models import only torch, MONAI and their own
 checkpoint helpers; nothing imports cli; report only renders arrays and files it is given (no other stage).
@@ -22,6 +22,7 @@ ALLOWED = {
     "models": {"errors", "_utils", "models"},
     "training": {"errors", "_utils", "data", "models", "losses", "training", "evaluation"},
     "evaluation": {"errors", "_utils", "data", "models", "evaluation"},
+    "federated": {"errors", "_utils", "data", "models", "training", "federated"},
     "interpret": {"errors", "_utils", "data", "models", "interpret"},
     "report": {"errors", "_utils", "report"},
     "pipeline": {"errors", "_utils", "pipeline", "report", "data", "cli"},
@@ -102,7 +103,7 @@ def test_cli_help_imports_nothing_heavy():
         "for c in COMMANDS:\n"
         "    with contextlib.redirect_stdout(io.StringIO()):\n"
         "        assert main([c, '--help']) == 0, c\n"
-        "heavy = [m for m in ('monai', 'captum', 'matplotlib', 'sklearn', 'torch') if m in sys.modules]\n"
+        "heavy = [m for m in ('monai', 'captum', 'matplotlib', 'sklearn', 'torch', 'flwr', 'ray') if m in sys.modules]\n"
         "print('HEAVY=' + ','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

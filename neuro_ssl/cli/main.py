@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("neuro_ssl.cli.validate", "check every row and image of a manifest; exit 1 on errors"),
     "split": ("neuro_ssl.cli.split", "subject-level stratified train/val/test or k-fold splits"),
     "pretrain": ("neuro_ssl.cli.pretrain", "contrastive pretraining (SimCLR, y-Aware, SupCon, MoCo; optional momentum queue)"),
+    "federate": ("neuro_ssl.cli.federate", "contrastive pretraining across sites on Flower (FedAvg/FedProx, FedBN)"),
     "finetune": ("neuro_ssl.cli.finetune", "train a classifier or regressor on an encoder (linear, full, scratch)"),
     "evaluate": ("neuro_ssl.cli.evaluate", "metrics with subject-level bootstrap CIs, predictions, plots"),
     "embed": ("neuro_ssl.cli.embed", "encoder embeddings, one row per scan"),

@@ -74,6 +74,7 @@ class Pretrainer:
             raise ConfigError(verdict)
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.loss_sum, self.loss_count, self.epoch_seconds, self.epoch_volumes = 0.0, 0, 0.0, 0
+        self._proximal: tuple[float, dict[str, torch.Tensor]] | None = None  # FedProx (see train_from)
 
     # ---- setup --------------------------------------------------------------------------------
     def _build(self, data: PretrainData) -> None:
@@ -261,6 +262,8 @@ class Pretrainer:
             with (self.net.no_sync() if not sync and hasattr(self.net, "no_sync") else contextlib.nullcontext()):
                 loss, keys, y = self._loss(batch, data)
                 scaled = loss * self.info.world_size / len(group)  # DDP averages; the loss is already global
+                if self._proximal is not None:
+                    scaled = scaled + self.proximal_penalty() / len(group)
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += float(loss.detach()) / len(group)
             group_keys.append((keys, y))
@@ -304,6 +307,45 @@ class Pretrainer:
         loop.barrier(self.info)
         return metrics
 
+    # ---- federated local update (neuro_ssl.federated) -----------------------------------------
+    def train_from(self, data: PretrainData, weights: Mapping[str, torch.Tensor], epochs: int,
+                   start_epoch: int = 0, proximal_mu: float = 0.0) -> tuple[dict[str, torch.Tensor], list[dict]]:
+        """One site's local update: load ``weights``, train ``epochs`` epochs, return the new state.
+
+        ``weights`` maps ``ContrastiveModel`` state-dict names to tensors; names it leaves out
+        (e.g. normalization layers kept per site, FedBN) keep this model's own values, unknown
+        names are refused. The optimizer starts fresh (FedAvg, McMahan et al., AISTATS 2017); the
+        data order, views and learning-rate schedule continue from epoch ``start_epoch`` of
+        ``config.epochs`` (the rounds x local epochs of the whole federated run). With
+        ``proximal_mu > 0`` the local objective adds FedProx's ``mu/2 ||w - w_global||^2`` over the
+        trainable parameters named in ``weights`` (Li et al., MLSys 2020). Writes no files.
+        Returns the model's state dict (CPU copies) and one metrics row per epoch.
+        """
+        self._build(data)
+        model = unwrap(self.model)
+        own = model.state_dict()
+        unknown = sorted(set(weights) - set(own))
+        if unknown:
+            raise ConfigError(f"the weights name {len(unknown)} tensor(s) this model lacks (first: {unknown[0]}): "
+                              f"the sites and the server must use the same --arch, --width, --norm and --proj-dims")
+        model.load_state_dict({**own, **{k: torch.as_tensor(v) for k, v in weights.items()}})
+        self.epoch, self.global_step = int(start_epoch), int(start_epoch) * self.steps_per_epoch
+        self.scheduler.last_epoch = self.global_step  # LambdaLR: lr = base * factor(steps taken)
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.global_step)
+        trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+        self._proximal = (float(proximal_mu), {k: torch.as_tensor(weights[k]).detach().clone().to(self.device)
+                                               for k in weights if k in trainable}) if proximal_mu > 0 else None
+        self.logger = loop.MetricsLogger(self.run_dir, enabled=False)
+        rows = [self._train_epoch(data) for _ in range(int(epochs))]
+        self._proximal = None
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows
+
+    def proximal_penalty(self) -> torch.Tensor:
+        """FedProx's term for the parameters given to :meth:`train_from` (see :func:`proximal_term`)."""
+        mu, reference = self._proximal
+        return proximal_term(unwrap(self.model).named_parameters(), reference, mu)
+
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
@@ -337,6 +379,17 @@ def _clear_never_started(run_dir: Path) -> None:
     if any(run_dir.iterdir()) and _never_started(run_dir):
         for path in run_dir.iterdir():
             path.unlink(missing_ok=True)
+
+
+def proximal_term(named_parameters, reference: Mapping[str, torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020)::
+
+        mu / 2 * sum_k || w_k - w_global_k ||^2     over the parameters named in ``reference``
+
+    Its gradient is ``mu * (w - w_global)``. Returns a scalar tensor (0 when nothing is named).
+    """
+    terms = [((p - reference[name].to(p.device)) ** 2).sum() for name, p in named_parameters if name in reference]
+    return 0.5 * float(mu) * torch.stack(terms).sum() if terms else torch.zeros(())
 
 
 def _momentum_update(model: ContrastiveModel, target: ContrastiveModel, m: float) -> None:
