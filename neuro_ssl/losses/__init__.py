@@ -2,11 +2,13 @@
 
 All compare un-normalized (B, D) projections of two views by cosine / temperature in float32 or
 wider (stable at T = 0.01 and under bf16/fp16 autocast), accept a MoCo-style ``queue=(zq, yq)``
-of extra candidates, and gather embeddings across ranks under torch.distributed. See
-docs/losses.md for the formulas and the distributed gradient convention.
+of extra candidates, and gather embeddings across ranks under torch.distributed. ``CLIPLoss``
+aligns two modalities (a scan's projection with its clinical embedding) the same way, with a
+learnable temperature. See docs/losses.md for the formulas and the distributed gradient convention.
 """
 
 from neuro_ssl.losses._dist import gather_with_grad, rank, world_size
+from neuro_ssl.losses.clip import CLIPLoss
 from neuro_ssl.losses.ntxent import NTXent
 from neuro_ssl.losses.queue import MemoryQueue, momentum_update
 from neuro_ssl.losses.supcon import SupCon
@@ -15,6 +17,7 @@ from neuro_ssl.losses.yaware import YAwareInfoNCE
 LOSSES = {"simclr": NTXent, "yaware": YAwareInfoNCE, "supcon": SupCon}
 
 __all__ = [
+    "CLIPLoss",
     "LOSSES",
     "MemoryQueue",
     "NTXent",
