@@ -1,4 +1,4 @@
-"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon, MoCo queue.
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon, MoCo queue, CLIP.
 
 Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
 TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
@@ -9,6 +9,8 @@ examples:
   neuro-ssl pretrain --manifest train.csv --out runs/yaware --loss yaware --meta age --sigma 5 \\
       --val-manifest val.csv --amp bf16
   neuro-ssl pretrain --manifest train.csv --out runs/moco --loss supcon --meta diagnosis --queue 1024
+  neuro-ssl pretrain --manifest train.csv --out runs/clip --loss clip --clinical MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT \\
+      --val-manifest val.csv          # also writes RUN/retrieval.json (held-out retrieval)
   torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
 """
 
@@ -57,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _common.add_cache_dir(io)
 
     obj = parser.add_argument_group("objective")
-    obj.add_argument("--loss", choices=LOSSES, required=True, help="simclr (no labels), yaware (continuous --meta), supcon (labels)")
+    obj.add_argument("--loss", choices=LOSSES, required=True,
+                     help="simclr (no labels), yaware (continuous --meta), supcon (labels), clip (scans aligned with "
+                          "--clinical data), yaware+clip, simclr+clip")
     obj.add_argument("--meta", type=_common.str_list, default=d.meta, metavar="COL[,COL]",
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
@@ -66,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--queue", type=_non_negative_int, default=d.queue, metavar="N",
                      help="MoCo memory of N keys from a momentum encoder (0: none)")
     obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
+    obj.add_argument("--clinical", type=_common.str_list, default=d.clinical, metavar="COL[,COL]",
+                     help="clip losses: clinical columns (numbers standardized, others one-hot, missing values kept "
+                          "and flagged), e.g. MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT")
+    obj.add_argument("--text", default=d.text, metavar="COL", help="clip losses: a free-text column (TF-IDF + MLP)")
+    obj.add_argument("--clip-weight", type=_common.positive_float, default=d.clip_weight,
+                     help="yaware+clip, simclr+clip: weight of the CLIP term")
     obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
                      help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")
     obj.add_argument("--augment", type=_mapping, default=d.augment, metavar="YAML",
@@ -128,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         probe = "".join(f", {k} {summary[k]:.3f}" for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
         print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
               f"final loss {summary['final_loss']:.4f}{probe}")
+        for key, entry in summary.get("retrieval", {}).items():
+            print(f"held-out {key.replace('_to_', ' -> ')}: recall@5 {entry['recall_at_5']:.3f} "
+                  f"(chance {entry['chance_at_5']:.3f}), median rank {entry['median_rank']:.1f} of {entry['n']}")
         print(f"encoder: {summary['encoder']}")
         print(f"run folder: {summary['run_dir']} (checkpoint.pt, config.yaml, metrics.csv, TensorBoard events)")
     return 0

@@ -192,3 +192,6 @@ class SupervisedContrastive(PairLoss):
 
 
 __all__ = ["OBJECTIVES", "Objective", "Step", "StepOutput", "build_objective", "register"]
+
+# objectives defined in their own modules register on import
+from neuro_ssl.training import clip as _clip  # noqa: E402,F401
