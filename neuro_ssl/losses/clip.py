@@ -16,7 +16,8 @@ Computed in float32 at least with autocast off (``log_softmax``: stable at T = 0
 Distributed (``gather``): u, v and groups are gathered from every rank with gradient; each rank's
 rows are anchors against all columns; local terms / global B are summed over ranks, so every rank
 returns the global loss and gets its exact gradient slice (see ``_dist``; multiply by the world
-size under DDP). The gradient of t on each rank is its own part; DDP's sum gives the whole.
+size under DDP). Each rank's gradient of t is its own part; DDP's average of the parts scaled by
+the world size is the whole.
 """
 
 from __future__ import annotations
