@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "federate": ("neuro_ssl.cli.federate", "contrastive pretraining across sites on Flower (FedAvg/FedProx, FedBN)"),
     "finetune": ("neuro_ssl.cli.finetune", "train a classifier or regressor on an encoder (linear, full, scratch)"),
     "evaluate": ("neuro_ssl.cli.evaluate", "metrics with subject-level bootstrap CIs, predictions, plots"),
+    "evaluate-retrieval": ("neuro_ssl.cli.evaluate_retrieval",
+                           "cross-modal retrieval of a pretraining run: scans <-> clinical data, MRI <-> PET"),
     "embed": ("neuro_ssl.cli.embed", "encoder embeddings, one row per scan"),
     "cluster": ("neuro_ssl.cli.cluster", "k-means on embeddings, ARI/NMI against a column, 2D map"),
     "saliency": ("neuro_ssl.cli.saliency", "Grad-CAM volumes in each scan's own space, summary, HTML review"),

@@ -1,4 +1,4 @@
-"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue), MoCo.
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue), MoCo, CLIP.
 
 Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
 TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
@@ -10,6 +10,8 @@ examples:
       --val-manifest val.csv --amp bf16
   neuro-ssl pretrain --manifest train.csv --out runs/supcon_q --loss supcon --meta diagnosis --queue 1024
   neuro-ssl pretrain --manifest train.csv --out runs/moco --loss moco --queue 1024 --temperature 0.2
+  neuro-ssl pretrain --manifest train.csv --out runs/clip --loss clip --clinical MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT \\
+      --val-manifest val.csv          # also writes RUN/retrieval.json (held-out retrieval)
   torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
 """
 
@@ -60,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obj = parser.add_argument_group("objective")
     obj.add_argument("--loss", choices=LOSSES, required=True,
                      help="simclr (no labels), yaware (continuous --meta), supcon (labels), moco (MoCo v2's InfoNCE: "
-                          "a query against its momentum key and the --queue negatives only)")
+                          "a query against its momentum key and the --queue negatives only), clip (scans aligned "
+                          "with --clinical data), yaware+clip, simclr+clip")
     obj.add_argument("--meta", type=_common.str_list, default=d.meta, metavar="COL[,COL]",
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
@@ -73,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "keys are anchors too, in-batch negatives stay: not MoCo's loss); with --loss moco "
                           "the negatives of MoCo's loss. 0: none")
     obj.add_argument("--momentum", type=float, default=d.momentum, help="momentum-encoder EMA coefficient (with --queue)")
+    obj.add_argument("--clinical", type=_common.str_list, default=d.clinical, metavar="COL[,COL]",
+                     help="clip losses: clinical columns (numbers standardized, others one-hot, missing values kept "
+                          "and flagged), e.g. MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT")
+    obj.add_argument("--text", default=d.text, metavar="COL", help="clip losses: a free-text column (TF-IDF + MLP)")
+    obj.add_argument("--clip-weight", type=_common.positive_float, default=d.clip_weight,
+                     help="yaware+clip, simclr+clip: weight of the CLIP term")
     obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
                      help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")
     obj.add_argument("--augment", type=_mapping, default=d.augment, metavar="YAML",
@@ -149,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
         probe = "".join(_probe_text(summary, k) for k in ("probe_age_mae", "probe_dx_auc") if k in summary)
         print(f"pretrained {summary['epochs']} epoch(s), {summary['steps']} step(s) on {summary['n_scans']} scan(s); "
               f"final loss {summary['final_loss']:.4f}{probe}")
+        for key, entry in summary.get("retrieval", {}).items():
+            print(f"held-out {key.replace('_to_', ' -> ')}: recall@5 {entry['recall_at_5']:.3f} "
+                  f"(chance {entry['chance_at_5']:.3f}), median rank {entry['median_rank']:.1f} of {entry['n']}")
         from neuro_ssl.report.findings import read_pretraining_flags
 
         for flag in read_pretraining_flags(Path(summary["run_dir"])):

@@ -5,10 +5,13 @@ wider (stable at T = 0.01 and under bf16/fp16 autocast) and gather embeddings ac
 torch.distributed. NTXent, YAwareInfoNCE and SupCon accept a momentum ``queue=(zq, yq)`` of extra
 candidates (SimCLR/y-Aware/SupCon with extra queue negatives: keys act as anchors too, in-batch
 samples stay negatives); MoCoInfoNCE is MoCo's own loss (a query against its key and the queue
-only). See docs/losses.md for the formulas and the distributed gradient convention.
+only). ``CLIPLoss`` aligns two modalities (a scan's projection with its clinical embedding) the
+same way, with a learnable temperature. See docs/losses.md for the formulas and the distributed
+gradient convention.
 """
 
 from neuro_ssl.losses._dist import gather_with_grad, rank, world_size
+from neuro_ssl.losses.clip import CLIPLoss
 from neuro_ssl.losses.moco import MoCoInfoNCE
 from neuro_ssl.losses.ntxent import NTXent
 from neuro_ssl.losses.queue import MemoryQueue, momentum_update
@@ -18,6 +21,7 @@ from neuro_ssl.losses.yaware import YAwareInfoNCE
 LOSSES = {"simclr": NTXent, "yaware": YAwareInfoNCE, "supcon": SupCon}
 
 __all__ = [
+    "CLIPLoss",
     "LOSSES",
     "MemoryQueue",
     "MoCoInfoNCE",

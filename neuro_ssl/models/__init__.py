@@ -14,9 +14,10 @@ from neuro_ssl.models.checkpoints import (
 )
 from neuro_ssl.models.encoders import ARCHS, NORMS, Encoder, build_encoder
 from neuro_ssl.models.heads import ContrastiveModel, ProjectionHead, SupervisedModel
+from neuro_ssl.models.tabular import ClinicalEncoder
 
 __all__ = [
     "ARCHS", "NORMS", "ENCODER_FORMAT", "MODEL_FORMAT", "Encoder", "build_encoder",
-    "ProjectionHead", "ContrastiveModel", "SupervisedModel",
+    "ProjectionHead", "ContrastiveModel", "SupervisedModel", "ClinicalEncoder",
     "save_encoder", "load_encoder", "save_model", "load_model", "read_checkpoint", "read_meta", "strip_prefixes", "unwrap",
 ]

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 from neuro_ssl.errors import ConfigError
 
-LOSSES = ("simclr", "yaware", "supcon", "moco")
+LOSSES = ("simclr", "yaware", "supcon", "moco", "clip", "yaware+clip", "simclr+clip")
+#: losses that align each scan with its clinical data (--clinical / --text)
+CLIP_LOSSES = ("clip", "yaware+clip", "simclr+clip")
 #: the same names as ``models.encoders.ARCHS`` / ``NORMS`` (kept here so ``--help`` imports no torch)
 ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121")
 NORMS = ("batch", "group", "instance")
@@ -43,6 +45,9 @@ class PretrainConfig:
     temperature: float = 0.1
     queue: int = 0                      # momentum queue of extra candidates (0 = none): not MoCo's loss
     momentum: float = 0.99              # target-network EMA coefficient (with --queue)
+    clinical: tuple[str, ...] = ()      # clip losses: clinical columns aligned with each scan
+    text: str | None = None             # clip losses: a free-text column (TF-IDF)
+    clip_weight: float = 1.0            # yaware+clip, simclr+clip: weight of the CLIP term
     # network
     arch: str = "resnet18"
     norm: str = "batch"
@@ -114,6 +119,11 @@ class PretrainConfig:
         return out
 
     @property
+    def pair_loss(self) -> str:
+        """The view-to-view part of the loss: ``yaware`` for ``yaware+clip``; ``clip`` has none."""
+        return self.loss.split("+")[0]
+
+    @property
     def input_modalities(self) -> tuple[str, ...]:
         """Modalities loaded per session: the two views' modalities with --views, else ``modalities``."""
         return tuple(self.views) if self.views else tuple(self.modalities)
@@ -133,12 +143,13 @@ class PretrainConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("norm", self.norm, NORMS)
         _choice("frames", self.frames, FRAMES)
-        if self.loss in ("yaware", "supcon") and not self.meta:
-            column = "age" if self.loss == "yaware" else "diagnosis"
+        if self.pair_loss in ("yaware", "supcon") and not self.meta:
+            column = "age" if self.pair_loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
         if self.loss == "moco" and int(self.queue) < 1:
             raise ConfigError("--loss moco needs --queue N, the number of past keys kept as negatives "
                               "(MoCo used 65536 on ImageNet; keep it below the number of training scans)")
+        self._validate_clip()
         if self.loss == "supcon" and len(self.meta) != 1:
             raise ConfigError(f"--loss supcon takes one label column in --meta, got {','.join(self.meta)}")
         _positive("sigma", self.sigma)
@@ -166,10 +177,25 @@ class PretrainConfig:
         return self
 
 
+    def _validate_clip(self) -> None:
+        if self.loss in CLIP_LOSSES:
+            if not self.clinical and not self.text:
+                raise ConfigError(f"--loss {self.loss} needs --clinical COL[,COL] (e.g. MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT) "
+                                  "and/or --text COL")
+            if int(self.queue) > 0:
+                raise ConfigError(f"--loss {self.loss} takes no --queue (CLIP's negatives are the batch's other rows)")
+            _positive("clip_weight", self.clip_weight)
+        elif self.clinical or self.text:
+            raise ConfigError(f"--clinical and --text are used by --loss {', '.join(CLIP_LOSSES)}; "
+                              f"--loss {self.loss} would ignore them")
+        if self.text and self.text in self.clinical:
+            raise ConfigError(f"--text {self.text} is also in --clinical: give a column one role")
+
+
 def _coerce(f: dataclasses.Field, value: Any) -> Any:
     """Lists from YAML back to tuples where the field is a tuple; comma strings split."""
     default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(default, tuple) or f.name in ("meta", "views", "modalities"):
+    if isinstance(default, tuple) or f.name in ("meta", "views", "modalities", "clinical"):
         if value is None:
             return ()
         if isinstance(value, str):

@@ -221,3 +221,6 @@ class MoCo(Objective):
 
 
 __all__ = ["OBJECTIVES", "Objective", "Step", "StepOutput", "build_objective", "register"]
+
+# objectives defined in their own modules register on import
+from neuro_ssl.training import clip as _clip  # noqa: E402,F401

@@ -28,7 +28,7 @@ from neuro_ssl._utils.seeding import seed_everything
 from neuro_ssl.errors import ConfigError
 from neuro_ssl.models import ContrastiveModel, ProjectionHead, build_encoder, save_encoder, unwrap
 from neuro_ssl.models.encoders import check_input_shape
-from neuro_ssl.training import loop
+from neuro_ssl.training import crossmodal, loop
 from neuro_ssl.training.config import PretrainConfig
 from neuro_ssl.training.objectives import Step, build_objective
 from neuro_ssl.training.pretrain_data import PretrainData, build_probe_data, build_train_data
@@ -186,6 +186,8 @@ class Pretrainer:
                                    manifest_df.attrs.get("source", "the manifest"))
         probe = build_probe_data(val_manifest_df, cfg) if val_manifest_df is not None else None
         self._build(data)
+        if probe is not None:
+            crossmodal.check_held_out(getattr(self.objective, "alignment", None), probe.manifest)
         resumed_at = self._restore()
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,8 @@ class Pretrainer:
                 self._save(data)
         finally:
             self.logger.close()
-        return self._summary(data, last_probe)
+        cross_modal = self._cross_modal(probe) if probe is not None else {}
+        return {**self._summary(data, last_probe), **cross_modal}
 
     def _train_epoch(self, data: PretrainData) -> dict[str, Any]:
         cfg = self.config
@@ -302,8 +305,9 @@ class Pretrainer:
 
         metrics: dict[str, Any] = {}
         if self.info.is_main:
+            channel = 0 if self.config.views else None  # --views: probe the first view's modality
             metrics = run_probes(self.model.encoder, probe.dataset, probe.manifest, self.config.batch_size,
-                                 self.device, self.config.amp, self.config.seed)
+                                 self.device, self.config.amp, self.config.seed, channel)
         loop.barrier(self.info)
         return metrics
 
@@ -345,6 +349,20 @@ class Pretrainer:
         """FedProx's term for the parameters given to :meth:`train_from` (see :func:`proximal_term`)."""
         mu, reference = self._proximal
         return proximal_term(unwrap(self.model).named_parameters(), reference, mu)
+
+    def _cross_modal(self, probe) -> dict[str, Any]:
+        """Held-out retrieval (CLIP runs, --views) -> RUN/retrieval.json; {} for other runs."""
+        alignment = getattr(self.objective, "alignment", None)
+        if not crossmodal.is_cross_modal(self.config, alignment):
+            return {}
+        retrieval: dict[str, Any] = {}
+        if self.info.is_main:
+            retrieval, prototypes = crossmodal.cross_modal_metrics(
+                self.model, alignment, self.config, probe.dataset, probe.manifest, self.device,
+                self.config.batch_size, self.config.amp)
+            crossmodal.write_cross_modal(self.run_dir, retrieval, prototypes)
+        loop.barrier(self.info)
+        return {"retrieval": retrieval}
 
     def _lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

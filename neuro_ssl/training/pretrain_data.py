@@ -76,6 +76,14 @@ def _rows_text(rows) -> str:
     return shown + (f", ... ({len(rows) - MAX_ROWS_SHOWN} more)" if len(rows) > MAX_ROWS_SHOWN else "")
 
 
+def check_clinical_columns(df: pd.DataFrame, cfg: PretrainConfig, source: str) -> None:
+    """The --clinical / --text columns exist (checked before any scan is read; values may be missing)."""
+    for column in (*cfg.clinical, *([cfg.text] if cfg.text else [])):
+        if column not in df.columns:
+            shown = ", ".join(map(str, df.columns[:15]))
+            raise ManifestError(f"{source}: no column '{column}' for --clinical/--text (columns: {shown})")
+
+
 def check_not_empty(df: pd.DataFrame, source: str) -> None:
     if df is None or len(df) == 0:
         raise ManifestError(f"{source}: the manifest has no rows")
@@ -87,7 +95,7 @@ def covariates(frame: pd.DataFrame, cfg: PretrainConfig, source: str) -> tuple[p
     if missing:
         shown = ", ".join(map(str, frame.columns[:15]))
         raise ManifestError(f"{source}: no column '{missing[0]}' for --meta (columns: {shown})")
-    if cfg.loss == "yaware":
+    if cfg.pair_loss == "yaware":
         values = {}
         for column in cfg.meta:
             raw = frame[column]
@@ -151,6 +159,7 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     df = df.copy()
     df.attrs["source"] = source
     n_rows, left_out = len(df), []
+    check_clinical_columns(df, cfg, source)
     df, skipped_rows = screen_rows(df, used_columns=cfg.meta, skip_bad=cfg.skip_bad)
     skipped = {"bad_rows": len(skipped_rows)} if skipped_rows else {}
     if skipped_rows:
@@ -206,6 +215,7 @@ def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:
     """The held-out manifest for the online probes (deterministic preprocessing only)."""
     source = df.attrs.get("source", "validation manifest")
     check_not_empty(df, source)
+    check_clinical_columns(df, cfg, source)
     base = _manifest_dataset(df, cfg)
     return ProbeData(base, base.frame)
 

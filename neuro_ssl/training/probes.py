@@ -24,8 +24,11 @@ RIDGE_ALPHAS = np.logspace(-2, 5, 15)
 
 @torch.no_grad()
 def embed_dataset(encoder: torch.nn.Module, dataset, batch_size: int = 8, device: str | torch.device = "cpu",
-                  amp: str = "none") -> np.ndarray:
-    """Encoder features (N, F) of every item ``{"image": (C, X, Y, Z)}`` of ``dataset``, in order."""
+                  amp: str = "none", channel: int | None = None) -> np.ndarray:
+    """Encoder features (N, F) of every item ``{"image": (C, X, Y, Z)}`` of ``dataset``, in order.
+
+    ``channel``: feed only that channel (a cross-modal ``--views`` run's 1-channel encoder on
+    sessions that stack both modalities)."""
     from neuro_ssl.training.loop import autocast
 
     device = torch.device(device)
@@ -35,6 +38,8 @@ def embed_dataset(encoder: torch.nn.Module, dataset, batch_size: int = 8, device
     try:
         for start in range(0, len(dataset), batch_size):
             images = torch.stack([dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))])
+            if channel is not None:
+                images = images[:, channel:channel + 1]
             with autocast(amp, device):
                 chunks.append(encoder(images.to(device)).float().cpu())
     finally:
@@ -145,7 +150,7 @@ def diagnosis_probe_gap(labels: np.ndarray, groups: np.ndarray) -> str:
 
 
 def run_probes(encoder: torch.nn.Module, dataset, manifest, batch_size: int = 8, device="cpu",
-               amp: str = "none", seed: int = 0) -> dict[str, Any]:
+               amp: str = "none", seed: int = 0, channel: int | None = None) -> dict[str, Any]:
     """Embed ``dataset`` (rows aligned with ``manifest``) with the frozen encoder and run both probes."""
-    features = embed_dataset(encoder, dataset, batch_size=batch_size, device=device, amp=amp)
+    features = embed_dataset(encoder, dataset, batch_size=batch_size, device=device, amp=amp, channel=channel)
     return probe_embeddings(features, manifest, seed=seed)

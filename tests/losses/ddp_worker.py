@@ -3,8 +3,8 @@
 Each rank takes its slice of one global batch (ranks hold UNEQUAL batch sizes, to exercise the
 row offsets), computes each loss with cross-rank gathering, back-propagates, and saves the loss
 value and its input gradients to OUT_DIR/rank<r>.pt. test_losses_distributed.py compares them
-with one process on the whole batch. Also: a queue enqueued on both ranks, and a DDP-wrapped
-head trained with ``loss * world_size()``.
+with one process on the whole batch. Also: a queue enqueued on both ranks, a DDP-wrapped
+head trained with ``loss * world_size()``, and CLIP's learnable temperature gradient.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from neuro_ssl.losses import MemoryQueue, MoCoInfoNCE, NTXent, SupCon, YAwareInfoNCE, world_size
+from neuro_ssl.losses import CLIPLoss, MemoryQueue, MoCoInfoNCE, NTXent, SupCon, YAwareInfoNCE, world_size
 
 ROWS_PER_RANK = (3, 5)
 DIM = 6
@@ -33,12 +33,13 @@ def global_batch() -> dict[str, torch.Tensor]:
         "queue_z": torch.randn(4, DIM, dtype=torch.float64, generator=gen),
         "queue_age": 50 + 40 * torch.rand(4, 1, dtype=torch.float64, generator=gen),
         "x": torch.randn(2, n, 5, dtype=torch.float64, generator=gen),
+        "subject": torch.tensor([0, 1, 2, 0, 3, 1, 4, 2]),  # rows of one subject sit on both ranks
     }
 
 
 def loss_cases(batch: dict[str, torch.Tensor], rows: slice) -> dict[str, callable]:
     """name -> f(z1, z2) over the rows ``rows`` of the covariates."""
-    age, label = batch["age"][rows], batch["label"][rows]
+    age, label, subject = batch["age"][rows], batch["label"][rows], batch["subject"][rows]
     queue = (batch["queue_z"], batch["queue_age"])
     return {
         "ntxent": lambda a, b: NTXent(0.1)(a, b),
@@ -50,7 +51,16 @@ def loss_cases(batch: dict[str, torch.Tensor], rows: slice) -> dict[str, callabl
         "moco_queue": lambda a, b: MoCoInfoNCE(0.01)(a, b, queue=queue),
         "moco_batch_keys": lambda a, b: MoCoInfoNCE(0.01)(a, b),  # no queue: every rank's keys are negatives
         "moco_symmetric": lambda a, b: MoCoInfoNCE(0.1, symmetric=True)(a, b, q2=b, k1=a),
+        "clip": lambda a, b: CLIPLoss(0.07, learnable=False)(a, b),
+        "clip_groups": lambda a, b: CLIPLoss(0.2, learnable=False)(a, b, groups=subject),
     }
+
+
+def clip_temperature_grad(batch: dict[str, torch.Tensor], rows: slice) -> torch.Tensor:
+    """d loss / d t of a learnable CLIP temperature on these rows (each rank: its own part)."""
+    loss_fn = CLIPLoss(0.1).double()
+    loss_fn(batch["z1"][rows], batch["z2"][rows], groups=batch["subject"][rows]).backward()
+    return loss_fn.log_scale.grad
 
 
 def value_and_grads(fn, z1: torch.Tensor, z2: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -76,6 +86,7 @@ def main(out_dir: Path) -> None:
     results = {name: value_and_grads(fn, batch["z1"][rows], batch["z2"][rows])
                for name, fn in loss_cases(batch, rows).items()}
 
+    results["clip_temperature_grad"] = clip_temperature_grad(batch, rows)
     queue = MemoryQueue(6, DIM, y_dim=1).double()
     queue.enqueue(batch["queue_z"][rank : rank + 1], batch["queue_age"][rank : rank + 1])
     queue.enqueue(batch["z2"][rows], batch["age"][rows])  # both enqueues store every rank's keys

@@ -34,7 +34,7 @@ def _rows(r: int) -> slice:
 
 
 @pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue",
-                                  "moco_queue", "moco_batch_keys", "moco_symmetric"])
+                                  "moco_queue", "moco_batch_keys", "moco_symmetric", "clip", "clip_groups"])
 def test_two_ranks_equal_one_process(rank_results, name):
     batch = ddp_worker.global_batch()
     everything = slice(0, sum(ddp_worker.ROWS_PER_RANK))
@@ -44,6 +44,13 @@ def test_two_ranks_equal_one_process(rank_results, name):
         torch.testing.assert_close(got["loss"], single["loss"], rtol=1e-12, atol=0)
         torch.testing.assert_close(got["grad_z1"], single["grad_z1"][_rows(r)], rtol=1e-10, atol=1e-14)
         torch.testing.assert_close(got["grad_z2"], single["grad_z2"][_rows(r)], rtol=1e-10, atol=1e-14)
+
+
+def test_clip_temperature_gradients_of_the_ranks_sum_to_the_full_batch_gradient(rank_results):
+    batch = ddp_worker.global_batch()
+    single = ddp_worker.clip_temperature_grad(batch, slice(0, sum(ddp_worker.ROWS_PER_RANK)))
+    summed = sum(results["clip_temperature_grad"] for results in rank_results)
+    torch.testing.assert_close(summed, single, rtol=1e-10, atol=1e-14)
 
 
 def test_queue_holds_every_ranks_keys(rank_results):
