@@ -390,7 +390,7 @@ def shutdown_distributed(info: DistInfo) -> None:
 
 
 def count_batches_or_fail(n_items: int, batch_size: int, world_size: int, what: str) -> int:
-    """Optimizer-free check that at least one full batch exists; ConfigError otherwise."""
+    """Optimizer-free check that at least one full batch exists; ManifestError (exit 1) otherwise."""
     if n_items < batch_size * world_size:
         per = f"{batch_size} x {world_size} ranks" if world_size > 1 else f"{batch_size}"
         raise ManifestError(f"{what} has {n_items} usable scan(s), fewer than one batch of {per}: "

@@ -47,7 +47,7 @@ def _error_line(text: str) -> str:
     (["--loss", "yaware"], 2, r"--loss yaware needs --meta COLUMN"),
     (["--loss", "simclr", "--batch-size", "1"], 2, r"--batch-size must be >= 2"),
     (["--loss", "simclr", "--shape", "8,8,8"], 2, r"shape 8x8x8 is too small for resnet10: every side must be >= 16"),
-    (["--loss", "simclr", "--batch-size", "40"], 2, r"has \d+ usable scan\(s\), fewer than one batch of 40"),
+    (["--loss", "simclr", "--batch-size", "40"], 1, r"has \d+ usable scan\(s\), fewer than one batch of 40"),
     (["--loss", "supcon", "--meta", "PTGENDER,DX"], 2, r"supcon takes one label column"),
     (["--loss", "simclr", "--amp", "fp16"], 2, r"--amp fp16 needs a CUDA device"),
 ])
