@@ -19,15 +19,16 @@ from neuro_ssl.cli import _common
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("neuro_ssl.cli.synth", "build a synthetic cohort from the MNI152 template (demo and tests)"),
-    "manifest": ("neuro_ssl.cli.manifest", "import an ADNI / ClinicaDL / BIDS / CSV export as a canonical manifest"),
+    "manifest": ("neuro_ssl.cli.manifest", "import an ADNI / ClinicaDL / BIDS / CSV export; progression labels"),
     "validate": ("neuro_ssl.cli.validate", "check every row and image of a manifest; exit 1 on errors"),
     "split": ("neuro_ssl.cli.split", "subject-level stratified train/val/test or k-fold splits"),
-    "pretrain": ("neuro_ssl.cli.pretrain", "contrastive pretraining (SimCLR, y-Aware, SupCon, MoCo queue)"),
+    "pretrain": ("neuro_ssl.cli.pretrain", "contrastive pretraining (SimCLR, y-Aware, SupCon, MoCo queue, autoencoders)"),
     "finetune": ("neuro_ssl.cli.finetune", "train a classifier or regressor on an encoder (linear, full, scratch)"),
     "evaluate": ("neuro_ssl.cli.evaluate", "metrics with subject-level bootstrap CIs, predictions, plots"),
     "embed": ("neuro_ssl.cli.embed", "encoder embeddings, one row per scan"),
     "cluster": ("neuro_ssl.cli.cluster", "k-means on embeddings, ARI/NMI against a column, 2D map"),
     "saliency": ("neuro_ssl.cli.saliency", "Grad-CAM volumes in each scan's own space, summary, HTML review"),
+    "reconstruct": ("neuro_ssl.cli.reconstruct", "autoencoder reconstructions (and VAE samples) as NIfTI, errors.csv"),
     "demo": ("neuro_ssl.cli.demo", "the whole chain on a synthetic cohort, in minutes on a CPU"),
     "run": ("neuro_ssl.cli.run", "run a pipeline YAML, skipping steps whose outputs are current"),
 }

@@ -3,12 +3,14 @@
 All compare un-normalized (B, D) projections of two views by cosine / temperature in float32 or
 wider (stable at T = 0.01 and under bf16/fp16 autocast), accept a MoCo-style ``queue=(zq, yq)``
 of extra candidates, and gather embeddings across ranks under torch.distributed. See
-docs/losses.md for the formulas and the distributed gradient convention.
+docs/losses.md for the formulas and the distributed gradient convention. The autoencoder terms
+(``masked_mse`` inside the brain mask, ``gaussian_kl`` of a VAE) are in ``reconstruction.py``.
 """
 
 from neuro_ssl.losses._dist import gather_with_grad, rank, world_size
 from neuro_ssl.losses.ntxent import NTXent
 from neuro_ssl.losses.queue import MemoryQueue, momentum_update
+from neuro_ssl.losses.reconstruction import brain_mask, gaussian_kl, masked_mse
 from neuro_ssl.losses.supcon import SupCon
 from neuro_ssl.losses.yaware import YAwareInfoNCE
 
@@ -20,7 +22,10 @@ __all__ = [
     "NTXent",
     "SupCon",
     "YAwareInfoNCE",
+    "brain_mask",
     "gather_with_grad",
+    "gaussian_kl",
+    "masked_mse",
     "momentum_update",
     "rank",
     "world_size",

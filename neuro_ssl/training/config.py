@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 from neuro_ssl.errors import ConfigError
 
-LOSSES = ("simclr", "yaware", "supcon")
+LOSSES = ("simclr", "yaware", "supcon", "ae-contrastive", "vae-contrastive")
+#: what makes a positive pair: two views of one scan, or of two visits of one subject
+POSITIVES = ("views", "visits")
 #: the same names as ``models.encoders.ARCHS`` / ``NORMS`` (kept here so ``--help`` imports no torch)
 ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121")
 NORMS = ("batch", "group", "instance")
@@ -41,6 +43,9 @@ class PretrainConfig:
     temperature: float = 0.1
     queue: int = 0                      # MoCo memory size (0 = none); keys from a momentum encoder
     momentum: float = 0.99              # target-network EMA coefficient (with --queue)
+    positives: str = "views"            # views: two views of one scan; visits: of two visits of a subject
+    recon_weight: float = 1.0           # ae/vae-contrastive: weight of the in-brain reconstruction MSE
+    kl_weight: float = 1e-3             # vae-contrastive: weight of the KL term
     # network
     arch: str = "resnet18"
     norm: str = "batch"
@@ -126,6 +131,7 @@ class PretrainConfig:
         _choice("missing_y", self.missing_y, MISSING_Y)
         _choice("arch", self.arch, ARCHS)
         _choice("norm", self.norm, NORMS)
+        _choice("positives", self.positives, POSITIVES)
         if self.loss in ("yaware", "supcon") and not self.meta:
             column = "age" if self.loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
@@ -135,6 +141,11 @@ class PretrainConfig:
         _positive("temperature", self.temperature)
         _positive("lr", self.lr)
         _positive("width", self.width)
+        _positive("recon_weight", self.recon_weight)
+        if not (isinstance(self.kl_weight, (int, float)) and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ConfigError(f"--kl-weight must be a number >= 0, got {self.kl_weight}")
+        if self.loss.endswith("-contrastive") and int(self.queue) > 0:
+            raise ConfigError(f"--loss {self.loss} has no queue mode; drop --queue")
         for name in ("epochs", "accumulate", "probe_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
