@@ -11,13 +11,19 @@ KL of the approximate posterior N(mu, diag(exp(log_var))) to the prior N(0, I)
 (Kingma & Welling, ICLR 2014, arXiv:1312.6114, appendix B):
     KL_n = 0.5 * sum_j (mu_nj^2 + exp(log_var_nj) - log_var_nj - 1)
     loss = mean of KL_n over the N codes (summed over the D latent dimensions, as in the paper)
-mu, log_var: (N, D). Both terms are per process: nothing is gathered across ranks (DDP averages
-the gradients).
+mu, log_var: (N, D).
+
+Distributed (``gather_distributed=True`` under torch.distributed), as the contrastive losses:
+the mean is over the volumes (codes) of every rank: each rank returns the global value, and its
+gradient is its own rows' share of the global mean's (``_dist.sum_over_ranks``), so the loop's
+``loss * world_size`` under DDP's gradient averaging gives the full-batch gradients.
 """
 
 from __future__ import annotations
 
 import torch
+
+from neuro_ssl.losses._dist import is_distributed, sum_over_ranks
 
 
 def brain_mask(x: torch.Tensor) -> torch.Tensor:
@@ -27,7 +33,16 @@ def brain_mask(x: torch.Tensor) -> torch.Tensor:
     return (x != 0).any(dim=1, keepdim=True)
 
 
-def masked_mse(xhat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def mean_over_ranks(per_row: torch.Tensor, gather_distributed: bool = True) -> torch.Tensor:
+    """Mean of ``per_row`` (N,) over the rows of every rank (ranks may hold different N); one process: the mean."""
+    if not (gather_distributed and is_distributed()):
+        return per_row.mean()
+    total_rows = sum_over_ranks(torch.tensor(float(per_row.shape[0]), dtype=per_row.dtype, device=per_row.device))
+    return sum_over_ranks(per_row.sum() / total_rows)
+
+
+def masked_mse(xhat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = None,
+               gather_distributed: bool = True) -> torch.Tensor:
     """Mean over volumes of the squared error inside each volume's brain mask (module docstring).
 
     ``mask``: (N, 1, X, Y, Z) bool, default :func:`brain_mask` of ``x``.
@@ -40,16 +55,16 @@ def masked_mse(xhat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None = 
     squared = (xhat.to(dtype) - x.to(dtype)).square() * weight
     count = weight.sum(dim=(1, 2, 3, 4)) * x.shape[1]
     per_volume = squared.sum(dim=(1, 2, 3, 4)) / count.clamp_min(1.0)
-    return per_volume.mean()
+    return mean_over_ranks(per_volume, gather_distributed)
 
 
-def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(mu: torch.Tensor, log_var: torch.Tensor, gather_distributed: bool = True) -> torch.Tensor:
     """KL(N(mu, exp(log_var)) || N(0, I)), summed over dimensions, averaged over rows (module docstring)."""
     if mu.ndim != 2 or mu.shape != log_var.shape:
         raise ValueError(f"mu and log_var must both be (N, D), got mu {tuple(mu.shape)} and log_var {tuple(log_var.shape)}")
     dtype = torch.promote_types(mu.dtype, torch.float32)
     mu, log_var = mu.to(dtype), log_var.to(dtype)
-    return 0.5 * (mu.square() + log_var.exp() - log_var - 1.0).sum(dim=1).mean()
+    return mean_over_ranks(0.5 * (mu.square() + log_var.exp() - log_var - 1.0).sum(dim=1), gather_distributed)
 
 
-__all__ = ["brain_mask", "gaussian_kl", "masked_mse"]
+__all__ = ["brain_mask", "gaussian_kl", "masked_mse", "mean_over_ranks"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from neuro_ssl.losses import MemoryQueue, NTXent, SupCon, YAwareInfoNCE, world_size
+from neuro_ssl.losses import MemoryQueue, NTXent, SupCon, YAwareInfoNCE, gaussian_kl, masked_mse, world_size
 
 ROWS_PER_RANK = (3, 5)
 DIM = 6
@@ -46,6 +46,9 @@ def loss_cases(batch: dict[str, torch.Tensor], rows: slice) -> dict[str, callabl
         "yaware_compat": lambda a, b: YAwareInfoNCE(5.0, 0.1, reference_compat=True)(a, b, age),
         "supcon": lambda a, b: SupCon(0.1)(a, b, label),
         "yaware_queue": lambda a, b: YAwareInfoNCE(5.0, 0.2)(a, b, age, queue=queue),
+        # the autoencoders' per-volume terms: a mean over the volumes of every rank
+        "masked_mse": lambda a, b: masked_mse(a.view(-1, 1, 3, 2, 1), b.view(-1, 1, 3, 2, 1) * (b.view(-1, 1, 3, 2, 1) > 0)),
+        "gaussian_kl": lambda a, b: gaussian_kl(a, b),
     }
 
 

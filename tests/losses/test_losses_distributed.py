@@ -32,7 +32,8 @@ def _rows(r: int) -> slice:
     return slice(start, start + ddp_worker.ROWS_PER_RANK[r])
 
 
-@pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue"])
+@pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue", "masked_mse",
+                                  "gaussian_kl"])
 def test_two_ranks_equal_one_process(rank_results, name):
     batch = ddp_worker.global_batch()
     everything = slice(0, sum(ddp_worker.ROWS_PER_RANK))
