@@ -8,9 +8,11 @@ subject into train / test:
 2. a supervised reference: a classifier of CN / MCI / AD trained from scratch on the training
    scans (``finetune --mode scratch``), whose encoder is then embedded like the others;
 3. a random-init encoder (same network) as the floor;
-4. each encoder embeds the held-out test scans; k-means with k = 3 (z-scored features, as
-   ``neuro-ssl cluster``) against the diagnosis at the visit: ARI and NMI; for the autoencoders
-   also the in-brain reconstruction MSE on the test scans (``neuro-ssl reconstruct``).
+4. each encoder embeds the held-out test scans, as ``neuro-ssl embed`` does: encoder features h,
+   and for the pretrained ones also the projection z = head(h) (``embed --projection``; for the
+   autoencoders z is the latent code mu that the decoder reads); k-means with k = 3 (z-scored
+   features, as ``neuro-ssl cluster``) against the diagnosis at the visit: ARI and NMI; for the
+   autoencoders also the in-brain reconstruction MSE on the test scans (``neuro-ssl reconstruct``).
 
 Prints a table, writes benchmarks/results/autoencoder_clusters.csv, and ends with a ``ratio``
 line: NMI of ae-contrastive / NMI of SimCLR, measured side by side in this run. ``--quick`` is a
@@ -113,7 +115,7 @@ def train_encoders(args, train: pd.DataFrame) -> dict[str, tuple[Path, float]]:
     return runs
 
 
-def _network(name: str, path: Path, args):
+def _network(name: str, path: Path, args, projection: bool):
     import torch
 
     from neuro_ssl.evaluation.embed import load_embedding_network
@@ -121,7 +123,7 @@ def _network(name: str, path: Path, args):
 
     if path.name == "model.pt":
         return load_embedding_network(run=path)
-    encoder, meta = load_embedding_network(encoder_path=path)
+    encoder, meta = load_embedding_network(encoder_path=path, projection=projection)
     if name == "random init":
         torch.manual_seed(args.seed)
         encoder = build_encoder(encoder.arch, encoder.in_channels, encoder.norm, encoder.width).eval()
@@ -129,17 +131,21 @@ def _network(name: str, path: Path, args):
 
 
 def score(args, name: str, path: Path, seconds: float, test: pd.DataFrame) -> dict:
-    """k-means (k = 3) of the test embeddings against diagnosis; reconstruction MSE for the autoencoders."""
+    """k-means (k = 3) of the test embeddings (h, and z when there is a head) against diagnosis;
+    reconstruction MSE for the autoencoders."""
     from neuro_ssl.evaluation.cluster import cluster_embeddings
     from neuro_ssl.evaluation.embed import compute_embeddings
     from neuro_ssl.training.loop import resolve_device
 
     device = str(resolve_device(args.device))
-    network, meta = _network(name, path, args)
-    embeddings = compute_embeddings(network, meta, test, cache_dir=str(args.work / "cache"), device=device)
-    _, metrics = cluster_embeddings(embeddings, test, k=3, against="diagnosis", seed=args.seed)
-    row = {"method": name, "ari": metrics["ari"], "nmi": metrics["nmi"], "n_scans": metrics["n_labelled"],
-           "n_subjects": int(test["subject_id"].nunique()), "train_seconds": round(seconds, 1), "recon_mse": float("nan")}
+    row = {"method": name, "n_scans": 0, "n_subjects": int(test["subject_id"].nunique()),
+           "train_seconds": round(seconds, 1), "recon_mse": float("nan")}
+    with_head = path.name == "encoder.pt" and name != "random init"
+    for key, projection in (("h", False), ("z", True)) if with_head else (("h", False),):
+        network, meta = _network(name, path, args, projection)
+        embeddings = compute_embeddings(network, meta, test, cache_dir=str(args.work / "cache"), device=device)
+        _, metrics = cluster_embeddings(embeddings, test, k=3, against="diagnosis", seed=args.seed)
+        row.update({f"ari_{key}": metrics["ari"], f"nmi_{key}": metrics["nmi"], "n_scans": metrics["n_labelled"]})
     if (path.parent / "decoder.pt").exists() and name != "random init":
         from neuro_ssl.evaluation.reconstruct import load_autoencoder, reconstruct_manifest
 
@@ -171,8 +177,8 @@ def main(argv=None) -> int:
           f"{rows[0]['n_scans']} scans, {rows[0]['n_subjects']} subjects")
     print(results.drop(columns="quick").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\n{args.out} ({time.perf_counter() - started:.0f} s)")
-    by = results.set_index("method")["nmi"]
-    print(f"ratio {by['ae-contrastive'] / max(by['SimCLR'], 1e-12):.3f} (NMI ae-contrastive / SimCLR)")
+    by = results.set_index("method")["nmi_h"]
+    print(f"ratio {by['ae-contrastive'] / max(by['SimCLR'], 1e-12):.3f} (NMI of h, ae-contrastive / SimCLR)")
     return 0
 
 

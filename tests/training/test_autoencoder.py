@@ -44,17 +44,19 @@ def vae_run(manifest, tmp_path_factory):
 
 
 def test_reconstruction_error_falls_during_training(vae_run, t1w, tmp_path, capsys):
-    """Epoch means of the in-brain MSE fall, and the trained network reconstructs the (un-augmented)
-    scans better than the first epoch did. Checked for seeds 0-4 (see the commit note): first
-    epoch 0.96-1.05, last 0.62-0.70, reconstruct 0.60-0.69."""
+    """Epoch means of the in-brain MSE fall every epoch, and the trained network reconstructs the
+    scans (un-augmented, eval mode) better than the first epoch did. This configuration over seeds
+    0-4: first epoch 1.03-1.06, then 0.82-0.94, then 0.73-0.89; last / first 0.70, 0.76, 0.84,
+    0.74, 0.83; reconstruct / first 0.68, 0.75, 0.83, 0.73, 0.82 (the bound is 0.9)."""
     metrics = pd.read_csv(vae_run / "metrics.csv")
     recon = metrics["recon_mse"].tolist()
     assert {"contrastive", "recon_mse", "kl"} <= set(metrics.columns)
-    assert recon[-1] < 0.85 * recon[0], recon
+    assert all(later < earlier for earlier, later in zip(recon, recon[1:])), recon
+    assert recon[-1] < 0.9 * recon[0], recon
     assert main(["reconstruct", "--encoder", str(vae_run / "encoder.pt"), "--manifest", str(t1w),
                  "--out", str(tmp_path / "recon")]) == 0
     errors = pd.read_csv(tmp_path / "recon" / "errors.csv")
-    assert errors["mse"].mean() < 0.85 * recon[0]
+    assert errors["mse"].mean() < 0.9 * recon[0]
     assert errors["in_training"].all() and (errors["brain_voxels"] > 0).all()
     assert "reconstruction(s)" in capsys.readouterr().out
 
