@@ -20,10 +20,10 @@ from neuro_ssl.cli import _common
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("neuro_ssl.cli.synth", "build a synthetic cohort from the MNI152 template (demo and tests)"),
-    "manifest": ("neuro_ssl.cli.manifest", "import an ADNI / ClinicaDL / BIDS / CSV export as a canonical manifest"),
+    "manifest": ("neuro_ssl.cli.manifest", "import an ADNI / ClinicaDL / BIDS / CSV export; progression labels"),
     "validate": ("neuro_ssl.cli.validate", "check every row and image of a manifest; exit 1 on errors"),
     "split": ("neuro_ssl.cli.split", "subject-level stratified train/val/test or k-fold splits"),
-    "pretrain": ("neuro_ssl.cli.pretrain", "contrastive pretraining (SimCLR, y-Aware, SupCon, MoCo; optional momentum queue)"),
+    "pretrain": ("neuro_ssl.cli.pretrain", "contrastive pretraining (SimCLR, y-Aware, SupCon, MoCo, CLIP, autoencoders)"),
     "federate": ("neuro_ssl.cli.federate", "contrastive pretraining across sites on Flower (FedAvg/FedProx, FedBN)"),
     "finetune": ("neuro_ssl.cli.finetune", "train a classifier or regressor on an encoder (linear, full, scratch)"),
     "evaluate": ("neuro_ssl.cli.evaluate", "metrics with subject-level bootstrap CIs, predictions, plots"),
@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("neuro_ssl.cli.audit", "can trivial summaries (background, edges, intensity, volume) predict the label?"),
     "study": ("neuro_ssl.cli.study", "label-efficiency curves: methods x modes x label budgets x draws, with CIs"),
     "report": ("neuro_ssl.cli.report", "one HTML report of runs made by hand, warnings first"),
+    "reconstruct": ("neuro_ssl.cli.reconstruct", "autoencoder reconstructions (and VAE samples) as NIfTI, errors.csv"),
     "demo": ("neuro_ssl.cli.demo", "the whole chain on a synthetic cohort, in minutes on a CPU"),
     "run": ("neuro_ssl.cli.run", "run a pipeline YAML, skipping steps whose outputs are current"),
 }

@@ -1,8 +1,10 @@
-"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue), MoCo, CLIP.
+"""Contrastive pretraining of a 3D encoder: SimCLR (NT-Xent), y-Aware InfoNCE, SupCon (+ momentum queue), MoCo, CLIP,
+contrastive (variational) autoencoders.
 
-Writes RUN/encoder.pt (+ encoder.yaml), RUN/checkpoint.pt, RUN/config.yaml, RUN/metrics.csv and
-TensorBoard events under RUN/. A stopped run continues exactly with the same command plus
---resume (or: --config RUN/config.yaml --resume). See docs/training.md.
+Writes RUN/encoder.pt (+ encoder.yaml; RUN/decoder.pt for the autoencoders), RUN/checkpoint.pt,
+RUN/config.yaml, RUN/metrics.csv and TensorBoard events under RUN/. A stopped run continues
+exactly with the same command plus --resume (or: --config RUN/config.yaml --resume). See
+docs/training.md.
 
 examples:
   neuro-ssl pretrain --manifest train.csv --out runs/simclr --loss simclr --epochs 100
@@ -12,6 +14,8 @@ examples:
   neuro-ssl pretrain --manifest train.csv --out runs/moco --loss moco --queue 1024 --temperature 0.2
   neuro-ssl pretrain --manifest train.csv --out runs/clip --loss clip --clinical MMSE,CDRSB,ADAS13,APOE4,PTEDUCAT \\
       --val-manifest val.csv          # also writes RUN/retrieval.json (held-out retrieval)
+  neuro-ssl pretrain --manifest train.csv --out runs/visits --loss simclr --positives visits
+  neuro-ssl pretrain --manifest train.csv --out runs/vae --loss vae-contrastive --kl-weight 0.001
   torchrun --standalone --nproc_per_node 2 -m neuro_ssl pretrain --manifest train.csv --out runs/ddp --norm group
 """
 
@@ -22,7 +26,8 @@ import os
 from pathlib import Path
 
 from neuro_ssl.cli import _common
-from neuro_ssl.training.config import AMP_MODES, ARCHS, FRAMES, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, PretrainConfig
+from neuro_ssl.training.config import (AMP_MODES, ARCHS, FRAMES, LOSSES, MISSING_Y, NORMS, OPTIMIZERS, POSITIVES,
+                                         PretrainConfig)
 
 _DEFAULTS = PretrainConfig()
 
@@ -63,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     obj.add_argument("--loss", choices=LOSSES, required=True,
                      help="simclr (no labels), yaware (continuous --meta), supcon (labels), moco (MoCo v2's InfoNCE: "
                           "a query against its momentum key and the --queue negatives only), clip (scans aligned "
-                          "with --clinical data), yaware+clip, simclr+clip")
+                          "with --clinical data), yaware+clip, simclr+clip, ae-contrastive / vae-contrastive (a "
+                          "decoder's in-brain reconstruction + NT-Xent, or y-Aware with --meta)")
     obj.add_argument("--meta", type=_common.str_list, default=d.meta, metavar="COL[,COL]",
                      help="covariate column(s) for yaware (e.g. age) or the label column for supcon (e.g. diagnosis)")
     obj.add_argument("--sigma", type=_common.positive_float, default=d.sigma,
@@ -84,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="yaware+clip, simclr+clip: weight of the CLIP term")
     obj.add_argument("--views", type=_common.str_list, default=d.views, metavar="MOD1,MOD2",
                      help="cross-modal positives: view 1 from MOD1, view 2 from MOD2 of the same session")
+    obj.add_argument("--positives", choices=POSITIVES, default=d.positives,
+                     help="visits: view 2 from another visit of the same subject when it has one (temporal positives)")
+    obj.add_argument("--recon-weight", type=_common.positive_float, default=d.recon_weight, metavar="W",
+                     help="ae/vae-contrastive: weight of the reconstruction error inside the brain mask")
+    obj.add_argument("--kl-weight", type=float, default=d.kl_weight, metavar="B",
+                     help="vae-contrastive: weight of the KL divergence to the N(0, I) prior")
     obj.add_argument("--augment", type=_mapping, default=d.augment, metavar="YAML",
                      help="augmentation overrides, e.g. '{cutout: 0.8, crop_scale: [0.7, 1.0]}'")
 

@@ -226,22 +226,62 @@ def view_seeds(seed: int, epoch: int, index: int) -> tuple[int, int]:
     return int(state[0] >> 1), int(state[1] >> 1)
 
 
+def visit_partners(frame) -> list[tuple[int, ...]]:
+    """For each item (row of ``frame``, in item order), the items of the same subject at another visit.
+
+    Temporal positives (``pretrain --positives visits``): two visits of one person are a positive
+    pair. Items pair only within one ``subject_id`` and only across different ``session_id``; an
+    item whose subject id is missing, or whose subject has one visit, gets no partner (its two
+    views then come from the same scan).
+    """
+    import pandas as pd
+
+    subjects = frame["subject_id"] if "subject_id" in frame.columns else pd.Series([None] * len(frame))
+    sessions = frame["session_id"] if "session_id" in frame.columns else pd.Series([None] * len(frame))
+    by_subject: dict[str, list[int]] = {}
+    for item, subject in enumerate(subjects):
+        if not pd.isna(subject):
+            by_subject.setdefault(str(subject), []).append(item)
+    session_of = [None if pd.isna(s) else str(s) for s in sessions]
+    partners = []
+    for item, subject in enumerate(subjects):
+        same = by_subject.get(str(subject), []) if not pd.isna(subject) else []
+        partners.append(tuple(j for j in same if j != item and session_of[j] != session_of[item]))
+    return partners
+
+
+def partner_choice(seed: int, epoch: int, index: int, n: int) -> int:
+    """Which of ``n`` partners item ``index`` pairs with in ``epoch``: a function of (seed, epoch, index)."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index), 1]).generate_state(1)
+    return int(state[0] % n)
+
+
 class TwoViewDataset(torch.utils.data.Dataset):
     """Two independently augmented views of each item of a ``ManifestDataset``.
 
-    Item: ``{"view1", "view2": FloatTensor (C, X, Y, Z), "index", <columns>}``. The views of
-    item ``i`` in epoch ``e`` depend only on ``(seed, e, i)``: call ``set_epoch(e)`` before each
+    Item: ``{"view1", "view2": FloatTensor (C, X, Y, Z), "index", "index2", <columns>}``. The views
+    of item ``i`` in epoch ``e`` depend only on ``(seed, e, i)``: call ``set_epoch(e)`` before each
     epoch (DataLoader workers copy the dataset when an epoch's iterator starts, so non-persistent
     workers see it). ``cross_modal=("T1w", "FDG")``: view1 is the first modality's channel and
-    view2 the second's, each augmented on its own (CLIP-style pairs).
+    view2 the second's, each augmented on its own (CLIP-style pairs). ``partners`` (from
+    :func:`visit_partners`): view2 comes from one of item ``i``'s partners (another visit of the
+    same subject, chosen per (seed, epoch, i)) when it has any, else from the same scan;
+    ``index2`` is the manifest row view2 came from (``index`` otherwise). The item's columns
+    (covariates) are those of view1's scan. ``targets=True`` adds ``target1`` / ``target2``: the
+    un-augmented volumes each view was drawn from (what an autoencoder reconstructs).
     """
 
-    def __init__(self, base, aug: AugmentConfig, seed: int = 0, cross_modal: Sequence[str] | None = None):
+    def __init__(self, base, aug: AugmentConfig, seed: int = 0, cross_modal: Sequence[str] | None = None,
+                 partners: Sequence[Sequence[int]] | None = None, targets: bool = False):
         self.base, self.aug, self.seed, self.epoch = base, aug, int(seed), 0
         self.transform = build_view_transform(aug, remask=bool(getattr(base.config, "mask_background", False)))
         self.channels = None
         if cross_modal is not None:
             self.channels = _cross_modal_channels(base.config.modalities, cross_modal)
+        if partners is not None and len(partners) != len(base):
+            raise ValueError(f"partners for {len(partners)} items, the dataset has {len(base)}")
+        self.partners = [tuple(int(j) for j in p) for p in partners] if partners is not None else None
+        self.targets = bool(targets)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -252,9 +292,15 @@ class TwoViewDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         item = dict(self.base[i])
         image = item.pop("image")
-        first, second = (image, image) if self.channels is None else (
-            image[self.channels[0]:self.channels[0] + 1], image[self.channels[1]:self.channels[1] + 1])
+        other, item["index2"] = image, item["index"]
+        if self.partners is not None and self.partners[i]:
+            partner = self.base[self.partners[i][partner_choice(self.seed, self.epoch, i, len(self.partners[i]))]]
+            other, item["index2"] = partner["image"], partner["index"]
+        first, second = (image, other) if self.channels is None else (
+            image[self.channels[0]:self.channels[0] + 1], other[self.channels[1]:self.channels[1] + 1])
         seed1, seed2 = view_seeds(self.seed, self.epoch, i)
+        if self.targets:
+            item["target1"], item["target2"] = first.to(torch.float32), second.to(torch.float32)
         item["view1"] = self.transform.set_random_state(seed1)(first)
         item["view2"] = self.transform.set_random_state(seed2)(second)
         return item

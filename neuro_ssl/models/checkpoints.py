@@ -1,4 +1,4 @@
-"""Saving and loading weights: the only module that touches ``encoder.pt`` / ``model.pt``.
+"""Saving and loading weights: the only module that touches ``encoder.pt`` / ``model.pt`` / ``decoder.pt``.
 
 A file is a plain dict ``{"format", "state_dict", "meta"}`` written atomically and read with
 ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted file cannot
@@ -28,6 +28,7 @@ from neuro_ssl.errors import CheckpointError, ConfigError
 
 ENCODER_FORMAT = "neuro-ssl-encoder/1"
 MODEL_FORMAT = "neuro-ssl-model/1"
+DECODER_FORMAT = "neuro-ssl-decoder/1"
 _PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -301,3 +302,36 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict]:
         raise CheckpointError(f"{path}: meta does not describe a model ({exc})") from None
     _load_weights(model, data["state_dict"], path)
     return model.eval(), meta
+
+
+def save_decoder(path: str | os.PathLike, decoder: nn.Module, meta: Mapping | None = None) -> Path:
+    """Write a :class:`~neuro_ssl.models.decoders.LatentDecoder` (head, log-variance layer, decoder).
+
+    Meta gains what rebuilds it: ``decoder`` (``Decoder.config()``), ``head`` (in_features, dims)
+    and ``variational``.
+    """
+    inner = unwrap(decoder)
+    built = {"decoder": inner.decoder.config(), "variational": inner.variational,
+             "head": {"in_features": inner.head.in_features, "dims": list(inner.head.dims)}}
+    return _save(path, DECODER_FORMAT, decoder, plain_meta({**dict(meta or {}), **built}))
+
+
+def load_decoder(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """``(LatentDecoder, meta)`` from a ``decoder.pt``; on CPU in eval mode."""
+    from neuro_ssl.models.decoders import Decoder, LatentDecoder
+    from neuro_ssl.models.heads import ProjectionHead
+
+    path = Path(path)
+    data = read_checkpoint(path, DECODER_FORMAT)
+    meta = _read_meta(data)
+    try:
+        head = ProjectionHead(int(meta["head"]["in_features"]), tuple(int(d) for d in meta["head"]["dims"]))
+        config = dict(meta["decoder"])
+        decoder = Decoder(int(config["latent_dim"]), int(config["out_channels"]), tuple(config["shape"]),
+                          float(config["width"]), str(config["norm"]))
+        log_var = nn.Linear(head.in_features, decoder.latent_dim) if meta.get("variational") else None
+        module = LatentDecoder(head, decoder, log_var)
+    except (KeyError, ValueError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: meta does not describe a decoder ({' '.join(str(exc).split())})") from None
+    _load_weights(module, data["state_dict"], path)
+    return module.eval(), meta

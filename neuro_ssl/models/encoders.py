@@ -122,6 +122,23 @@ class Encoder(nn.Module):
         return self.features(x)
 
 
+def encoder_out_features(arch: str, width: float = 1.0) -> int:
+    """Size F of the pooled features of ``build_encoder(arch, width=width)``, without building it.
+
+    ResNets: 512 * width channels (x4 for resnet50's bottlenecks). DenseNet121: init features
+    plus growth per layer over blocks of (6, 12, 24, 16) layers, halved by each transition.
+    """
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown --arch '{arch}'; choose one of {', '.join(ARCHS)}")
+    if arch.startswith("resnet"):
+        return int(512 * width) * (4 if arch == "resnet50" else 1)
+    features, growth = max(int(64 * width), 8), max(int(32 * width), 4)
+    for block, layers in enumerate((6, 12, 24, 16)):
+        features += layers * growth
+        features = features // 2 if block < 3 else features
+    return features
+
+
 def _build_resnet(arch: str, in_channels: int, width: float) -> tuple[nn.Module, int]:
     from monai.networks.nets import resnet
 
@@ -130,8 +147,7 @@ def _build_resnet(arch: str, in_channels: int, width: float) -> tuple[nn.Module,
         pretrained=False, spatial_dims=3, n_input_channels=in_channels, conv1_t_stride=2,
         feed_forward=False, widen_factor=width,
     )
-    expansion = 4 if arch == "resnet50" else 1
-    return net, int(512 * width) * expansion
+    return net, encoder_out_features(arch, width)
 
 
 def _build_densenet(in_channels: int, width: float) -> tuple[nn.Module, int]:

@@ -15,9 +15,12 @@ from typing import Any, Mapping
 
 from neuro_ssl.errors import ConfigError
 
-LOSSES = ("simclr", "yaware", "supcon", "moco", "clip", "yaware+clip", "simclr+clip")
+LOSSES = ("simclr", "yaware", "supcon", "moco", "clip", "yaware+clip", "simclr+clip", "ae-contrastive",
+          "vae-contrastive")
 #: losses that align each scan with its clinical data (--clinical / --text)
 CLIP_LOSSES = ("clip", "yaware+clip", "simclr+clip")
+#: what makes a positive pair: two views of one scan, or of two visits of one subject
+POSITIVES = ("views", "visits")
 #: the same names as ``models.encoders.ARCHS`` / ``NORMS`` (kept here so ``--help`` imports no torch)
 ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121")
 NORMS = ("batch", "group", "instance")
@@ -48,6 +51,9 @@ class PretrainConfig:
     clinical: tuple[str, ...] = ()      # clip losses: clinical columns aligned with each scan
     text: str | None = None             # clip losses: a free-text column (TF-IDF)
     clip_weight: float = 1.0            # yaware+clip, simclr+clip: weight of the CLIP term
+    positives: str = "views"            # views: two views of one scan; visits: of two visits of a subject
+    recon_weight: float = 1.0           # ae/vae-contrastive: weight of the in-brain reconstruction MSE
+    kl_weight: float = 1e-3             # vae-contrastive: weight of the KL term
     # network
     arch: str = "resnet18"
     norm: str = "batch"
@@ -143,6 +149,7 @@ class PretrainConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("norm", self.norm, NORMS)
         _choice("frames", self.frames, FRAMES)
+        _choice("positives", self.positives, POSITIVES)
         if self.pair_loss in ("yaware", "supcon") and not self.meta:
             column = "age" if self.pair_loss == "yaware" else "diagnosis"
             raise ConfigError(f"--loss {self.loss} needs --meta COLUMN (e.g. --meta {column})")
@@ -156,6 +163,11 @@ class PretrainConfig:
         _positive("temperature", self.temperature)
         _positive("lr", self.lr)
         _positive("width", self.width)
+        _positive("recon_weight", self.recon_weight)
+        if not (isinstance(self.kl_weight, (int, float)) and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ConfigError(f"--kl-weight must be a number >= 0, got {self.kl_weight}")
+        if self.loss.endswith("-contrastive") and int(self.queue) > 0:
+            raise ConfigError(f"--loss {self.loss} has no queue mode; drop --queue")
         for name in ("epochs", "accumulate", "probe_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

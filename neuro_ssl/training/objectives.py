@@ -14,7 +14,9 @@ solo-learn's shared base does):
 - ``setup(data)``: anything computed once from the training rows (``data.frame``, indexed by
   manifest row; a batch's rows are ``batch["index"]``);
 - ``forward(step) -> StepOutput``: the scalar loss of one micro-batch, the keys to enqueue after
-  the optimizer step, and extra scalars to log.
+  the optimizer step, and extra scalars to log (their epoch means join RUN/metrics.csv);
+- ``export(run_dir, model, meta)``: files of its own beside ``encoder.pt`` (a decoder), written by
+  rank 0 at every checkpoint.
 
 A new objective subclasses :class:`Objective` and registers itself with ``@register("name")``;
 ``training.config.LOSSES`` lists the names for ``--help`` without importing torch (a test keeps
@@ -94,6 +96,9 @@ class StepOutput:
 class Objective(nn.Module):
     """Base class of the pretraining objectives (see the module docstring)."""
 
+    #: True: the batch also holds ``target1`` / ``target2``, the un-augmented scans of the two views
+    reconstructs = False
+
     def __init__(self, config, data):
         super().__init__()
         self.config = config
@@ -108,6 +113,12 @@ class Objective(nn.Module):
 
     def forward(self, step: Step) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def export(self, run_dir, model: nn.Module, meta: dict) -> None:
+        """Write the objective's own files into ``run_dir`` (rank 0, every checkpoint); default: none.
+
+        ``model``: the unwrapped ContrastiveModel; ``meta``: what ``encoder.pt``'s meta holds.
+        """
 
 
 def build_objective(config, data) -> Objective:
@@ -222,5 +233,6 @@ class MoCo(Objective):
 
 __all__ = ["OBJECTIVES", "Objective", "Step", "StepOutput", "build_objective", "register"]
 
-# objectives defined in their own modules register on import
+# objectives defined in their own modules register on import (after the base classes)
+from neuro_ssl.training import autoencoder as _autoencoder  # noqa: E402,F401
 from neuro_ssl.training import clip as _clip  # noqa: E402,F401

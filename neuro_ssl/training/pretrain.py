@@ -75,6 +75,8 @@ class Pretrainer:
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.loss_sum, self.loss_count, self.epoch_seconds, self.epoch_volumes = 0.0, 0, 0.0, 0
         self._proximal: tuple[float, dict[str, torch.Tensor]] | None = None  # FedProx (see train_from)
+        self.log_sums: dict[str, float] = {}  # the objective's extra scalars, summed over the epoch's steps
+        self.step_logs: dict[str, float] = {}  # ... and their values at the last optimizer step
 
     # ---- setup --------------------------------------------------------------------------------
     def _build(self, data: PretrainData) -> None:
@@ -128,7 +130,7 @@ class Pretrainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": loop.rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-            "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+            "loss_sum": self.loss_sum, "loss_count": self.loss_count, "log_sums": dict(self.log_sums),
             "epoch_seconds": self.epoch_seconds, "epoch_volumes": self.epoch_volumes,
         }
 
@@ -136,6 +138,7 @@ class Pretrainer:
         if self.info.is_main:
             loop.save_checkpoint(self.checkpoint_path, self._state())
             save_encoder(self.run_dir / "encoder.pt", self.model.encoder, self._encoder_meta(data))
+            self.objective.export(self.run_dir, self.model, self._encoder_meta(data))
         loop.barrier(self.info)
 
     def _restore(self) -> int | None:
@@ -158,11 +161,13 @@ class Pretrainer:
         for key in ("epoch", "step_in_epoch", "global_step", "loss_sum", "loss_count",
                     "epoch_seconds", "epoch_volumes"):
             setattr(self, key, state[key])
+        self.log_sums = dict(state.get("log_sums", {}))
         return self.global_step
 
     def _check_compatible(self, state: dict) -> None:
-        saved, now = state["config"], self.config.to_dict()
-        differ = [k for k in now if k not in RESUMABLE_CHANGES and _norm(saved.get(k)) != _norm(now[k])]
+        saved, now, default = state["config"], self.config.to_dict(), PretrainConfig().to_dict()
+        # an option added after the checkpoint was written reads as its default
+        differ = [k for k in now if k not in RESUMABLE_CHANGES and _norm(saved.get(k, default[k])) != _norm(now[k])]
         if state.get("world_size", 1) != self.info.world_size:
             differ.append(f"world size ({state.get('world_size', 1)} -> {self.info.world_size})")
         if differ:
@@ -174,7 +179,7 @@ class Pretrainer:
         cfg = self.config
         return {"preprocess": cfg.preprocess_dict(), "subjects": data.subjects, "loss": cfg.loss,
                 "meta_columns": list(cfg.meta), "sigma": cfg.sigma, "temperature": cfg.temperature,
-                "queue": cfg.queue, "views": list(cfg.views), "epochs_done": self.epoch,
+                "queue": cfg.queue, "views": list(cfg.views), "positives": cfg.positives, "epochs_done": self.epoch,
                 "global_step": self.global_step, "seed": cfg.seed}
 
     # ---- training -----------------------------------------------------------------------------
@@ -238,7 +243,8 @@ class Pretrainer:
             bar.set_postfix(loss=f"{loss:.4f}", vol_s=f"{rate:.1f}")
             self.estimate.step()
             if self.global_step % cfg.log_every == 0:
-                self.logger.scalars(self.global_step, {"loss": loss, "lr": self._lr()}, prefix="train/")
+                scalars = {"loss": loss, "lr": self._lr(), **self.step_logs}
+                self.logger.scalars(self.global_step, scalars, prefix="train/")
             if cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0 \
                     and self.step_in_epoch < self.steps_per_epoch:
                 self._save(data)
@@ -246,10 +252,12 @@ class Pretrainer:
         bar.close()
         row = {"epoch": self.epoch + 1, "step": self.global_step,
                "loss": self.loss_sum / max(self.loss_count, 1), "lr": self._lr(),
-               "volumes_per_s": self.epoch_volumes / max(self.epoch_seconds, 1e-9)}
+               "volumes_per_s": self.epoch_volumes / max(self.epoch_seconds, 1e-9),
+               **{k: v / max(self.loss_count, 1) for k, v in self.log_sums.items()}}
         self.epoch += 1
         self.step_in_epoch = self.loss_count = self.epoch_volumes = 0
         self.loss_sum = self.epoch_seconds = 0.0
+        self.log_sums = {}
         return row
 
     def _group_size(self, micro: int) -> int:
@@ -258,17 +266,19 @@ class Pretrainer:
         return min(self.config.accumulate, self.micro_per_epoch - start)
 
     def _optimizer_step(self, group: list, data: PretrainData) -> float:
-        total = 0.0
+        total, self.step_logs = 0.0, {}
         group_keys = []  # every micro-batch's keys join the queue, not only the last one's
         for j, batch in enumerate(group):
             sync = j == len(group) - 1 or not self.info.distributed
             with (self.net.no_sync() if not sync and hasattr(self.net, "no_sync") else contextlib.nullcontext()):
-                loss, keys, y = self._loss(batch, data)
+                loss, keys, y, logs = self._loss(batch, data)
                 scaled = loss * self.info.world_size / len(group)  # DDP averages; the loss is already global
                 if self._proximal is not None:
                     scaled = scaled + self.proximal_penalty() / len(group)
                 (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             total += float(loss.detach()) / len(group)
+            for name, value in logs.items():
+                self.step_logs[name] = self.step_logs.get(name, 0.0) + float(value) / len(group)
             group_keys.append((keys, y))
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -286,19 +296,21 @@ class Pretrainer:
         self.step_in_epoch += 1
         self.loss_sum += total
         self.loss_count += 1
+        for name, value in self.step_logs.items():
+            self.log_sums[name] = self.log_sums.get(name, 0.0) + value
         if not math.isfinite(total):
             raise ConfigError(f"the loss became {total} at step {self.global_step}: lower --lr or use --amp none")
         return total
 
     def _loss(self, batch: dict, data: PretrainData):
-        """The objective on one micro-batch: ``(loss, keys to enqueue, their y)``."""
+        """The objective on one micro-batch: ``(loss, keys to enqueue, their y, extra scalars)``."""
         memory = torch.channels_last_3d if self.config.channels_last else torch.contiguous_format
         views = torch.cat([batch["view1"], batch["view2"]]).to(self.device, non_blocking=True,
                                                                  memory_format=memory)
         step = Step(batch=batch, views=views, y=data.batch_y(batch, self.device), net=self.net,
                     target=self.target, queue=self.queue, amp=self.config.amp, device=self.device)
         out = self.objective(step)
-        return out.loss, out.keys, out.keys_y
+        return out.loss, out.keys, out.keys_y, out.logs
 
     def _probe(self, probe) -> dict[str, Any]:
         from neuro_ssl.training.probes import run_probes

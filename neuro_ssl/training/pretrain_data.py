@@ -90,12 +90,12 @@ def check_not_empty(df: pd.DataFrame, source: str) -> None:
 
 
 def covariates(frame: pd.DataFrame, cfg: PretrainConfig, source: str) -> tuple[pd.DataFrame, list[str]]:
-    """The loss's y per item row: float columns (yaware) or integer class codes (supcon)."""
+    """The loss's y per item row: float columns (yaware, the autoencoders) or integer class codes (supcon)."""
     missing = [c for c in cfg.meta if c not in frame.columns]
     if missing:
         shown = ", ".join(map(str, frame.columns[:15]))
         raise ManifestError(f"{source}: no column '{missing[0]}' for --meta (columns: {shown})")
-    if cfg.pair_loss == "yaware":
+    if cfg.pair_loss != "supcon":
         values = {}
         for column in cfg.meta:
             raw = frame[column]
@@ -195,7 +195,7 @@ def build_train_data(df: pd.DataFrame, cfg: PretrainConfig, info: DistInfo | Non
     if skipped_rows:
         log(f"skipping {len(skipped_rows)} bad row(s) (--skip-bad); first: {skipped_rows[0].reason}")
     base = _manifest_dataset(df, cfg, y_columns)
-    views = _two_view_dataset(base, cfg)
+    views = _two_view_dataset(base, cfg, _visit_partners(base.frame, cfg, log))
     subjects = sorted({str(s) for s in base.frame["subject_id"]}) if "subject_id" in base.frame else []
     return PretrainData(SeededItems(views, cfg.seed), len(base), y_columns, subjects, classes, skipped, skipped_rows,
                         base.frame)
@@ -220,8 +220,25 @@ def build_probe_data(df: pd.DataFrame, cfg: PretrainConfig) -> ProbeData:
     return ProbeData(base, base.frame)
 
 
-def _two_view_dataset(base, cfg: PretrainConfig):
+def _visit_partners(frame: pd.DataFrame, cfg: PretrainConfig, log: Callable[[str], None]):
+    """Temporal positives (``--positives visits``): each scan's other visits, or None."""
+    if cfg.positives != "visits":
+        return None
+    from neuro_ssl.data.views import visit_partners
+
+    partners = visit_partners(frame)
+    paired = sum(bool(p) for p in partners)
+    log(f"--positives visits: {paired} of {len(partners)} scan(s) pair with another visit of their subject; "
+        f"the other {len(partners) - paired} pair two views of the same scan")
+    return partners
+
+
+def _two_view_dataset(base, cfg: PretrainConfig, partners=None):
     from neuro_ssl.data.views import AugmentConfig, TwoViewDataset
 
+    from neuro_ssl.training.objectives import OBJECTIVES
+
     augment = AugmentConfig.from_dict(dict(cfg.augment))
-    return TwoViewDataset(base, augment, seed=cfg.seed, cross_modal=tuple(cfg.views) if cfg.views else None)
+    targets = bool(getattr(OBJECTIVES.get(cfg.loss), "reconstructs", False))  # autoencoders: the clean scans
+    return TwoViewDataset(base, augment, seed=cfg.seed, cross_modal=tuple(cfg.views) if cfg.views else None,
+                          partners=partners, targets=targets)

@@ -19,6 +19,7 @@ PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 @pytest.mark.parametrize("name, n_steps", [
     ("demo.yaml", 12), ("adni_ad_vs_cn.yaml", 22), ("adni_fdg.yaml", 22),
     ("adni_ad_vs_cn_multigpu.yaml", 22), ("brain_age.yaml", 14), ("label_efficiency.yaml", 5), ("clip.yaml", 9),
+    ("adni_pmci_vs_smci.yaml", 8),
 ])
 def test_shipped_pipeline_checks_and_dry_runs(tmp_path, capsys, name, n_steps):
     code = main(["run", str(PIPELINES / name), "--dry-run", "--set", f"out={tmp_path}/run"])

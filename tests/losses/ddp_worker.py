@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from neuro_ssl.losses import CLIPLoss, MemoryQueue, MoCoInfoNCE, NTXent, SupCon, YAwareInfoNCE, world_size
+from neuro_ssl.losses import (CLIPLoss, MemoryQueue, MoCoInfoNCE, NTXent, SupCon, YAwareInfoNCE, gaussian_kl, masked_mse,
+                                 world_size)
 
 ROWS_PER_RANK = (3, 5)
 DIM = 6
@@ -53,6 +54,9 @@ def loss_cases(batch: dict[str, torch.Tensor], rows: slice) -> dict[str, callabl
         "moco_symmetric": lambda a, b: MoCoInfoNCE(0.1, symmetric=True)(a, b, q2=b, k1=a),
         "clip": lambda a, b: CLIPLoss(0.07, learnable=False)(a, b),
         "clip_groups": lambda a, b: CLIPLoss(0.2, learnable=False)(a, b, groups=subject),
+        # the autoencoders' per-volume terms: a mean over the volumes of every rank
+        "masked_mse": lambda a, b: masked_mse(a.view(-1, 1, 3, 2, 1), b.view(-1, 1, 3, 2, 1) * (b.view(-1, 1, 3, 2, 1) > 0)),
+        "gaussian_kl": lambda a, b: gaussian_kl(a, b),
     }
 
 

@@ -34,7 +34,8 @@ def _rows(r: int) -> slice:
 
 
 @pytest.mark.parametrize("name", ["ntxent", "yaware", "yaware_compat", "supcon", "yaware_queue",
-                                  "moco_queue", "moco_batch_keys", "moco_symmetric", "clip", "clip_groups"])
+                                  "moco_queue", "moco_batch_keys", "moco_symmetric", "clip", "clip_groups",
+                                  "masked_mse", "gaussian_kl"])
 def test_two_ranks_equal_one_process(rank_results, name):
     batch = ddp_worker.global_batch()
     everything = slice(0, sum(ddp_worker.ROWS_PER_RANK))
