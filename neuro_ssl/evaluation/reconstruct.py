@@ -38,6 +38,8 @@ def load_autoencoder(encoder_path: str | Path, decoder_path: str | Path | None =
 
     encoder_path = Path(encoder_path)
     decoder_path = Path(decoder_path) if decoder_path is not None else encoder_path.parent / "decoder.pt"
+    if not encoder_path.is_file():
+        raise CheckpointError(f"{encoder_path}: checkpoint not found")
     if not decoder_path.is_file():
         raise CheckpointError(f"{decoder_path}: no decoder beside {encoder_path.name}; reconstruct needs a "
                               f"run of pretrain --loss ae-contrastive or vae-contrastive")

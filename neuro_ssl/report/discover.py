@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neuro_ssl.errors import ConfigError
+from neuro_ssl.errors import ConfigError, ManifestError
 
 PIPELINE_STATE = ".neuro-ssl-pipeline"
 LOOKED_FOR = ("model.pt", "encoder.pt", "metrics.json", "summary.csv", "audit.csv", "clusters.csv", "study.csv",
@@ -107,7 +107,7 @@ def find_outputs(paths: list[Path]) -> Found:
     found = Found()
     for path in map(Path, paths):
         if not path.exists():
-            raise ConfigError(f"{path}: no such file or folder")
+            raise ManifestError(f"{path}: not found (no such file or folder)")
         if not _add(found, path, depth=1):
             raise ConfigError(f"{path}: no neuro-ssl outputs found there or one level down (looked for "
                               f"{', '.join(LOOKED_FOR)})")
