@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from neuro_ssl.data.importers import tracer_modality
@@ -274,3 +275,23 @@ def read_manifest_like(path) -> list[tuple[str, str]]:
 
     table = read_table(path)
     return list(zip(table["participant_id"], table["session_id"]))
+
+
+def test_bids_brain_masks_in_the_scans_own_space_fill_the_mask_column(tmp_path, monkeypatch):
+    """Issue 10: BIDS ``desc-brain_mask`` files (beside the scan or under derivatives/) become the
+    manifest's ``mask``; a template-space mask (space-MNI...) is never taken for a native scan."""
+    root = tmp_path / "bids"
+    nii(root / "sub-01/ses-bl/anat/sub-01_ses-bl_T1w.nii.gz", 1)
+    beside = nii(root / "sub-01/ses-bl/anat/sub-01_ses-bl_desc-brain_mask.nii.gz", 0)
+    nii(root / "sub-02/ses-bl/anat/sub-02_ses-bl_run-2_T1w.nii.gz", 2)
+    derived = nii(root / "derivatives/skullstrip/sub-02/ses-bl/anat/sub-02_ses-bl_run-2_space-T1w_desc-brain_mask.nii.gz", 0)
+    nii(root / "sub-03/ses-bl/anat/sub-03_ses-bl_T1w.nii.gz", 3)
+    nii(root / "derivatives/fmriprep/sub-03/ses-bl/anat/sub-03_ses-bl_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz", 0)
+    nii(root / "sub-03/ses-bl/anat/sub-03_ses-bl_acq-other_desc-brain_mask.nii.gz", 0)  # another acquisition's
+    monkeypatch.chdir(tmp_path)
+    result = import_bids(Path("bids"), suffixes=("T1w",))  # a relative root, as users type it
+    masks = dict(zip(result.manifest["subject_id"], result.manifest["mask"]))
+    assert masks["sub-01"] == str(beside.resolve()) and masks["sub-02"] == str(derived.resolve())
+    assert pd.isna(masks["sub-03"])
+    assert any("2 of 3 images have a desc-brain_mask" in n for n in result.notes)
+    roundtrip_ok(result, tmp_path)  # validate reads the masks through the same reader

@@ -13,6 +13,12 @@ Two choices are explicit and reported with a count:
 - ``run``: several runs of one suffix in a session (``run-1``, ``run-2``) keep the ``first``
   (lowest run number, the default), the ``last``, or ``all`` of them; the ``run`` column is kept
   and ``validate`` counts (subject, session, modality, run) as the key.
+
+Brain masks: a BIDS-derivatives mask of an image (``<entities>_desc-brain_mask.nii[.gz]``, the
+image's entities without its suffix, with no ``space-`` entity or ``space-T1w`` / ``space-orig``,
+i.e. in the scan's own space) found beside the image or under ``derivatives/*/sub-X/[ses-Y/]anat``
+fills the manifest's ``mask`` column; preprocessing then zeroes everything outside it
+(docs/preprocessing.md). Masks in a template space (``space-MNI152...``) are never taken.
 """
 
 from __future__ import annotations
@@ -61,9 +67,10 @@ def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES, 
                 if session_age == "missing":
                     del record[_age_key(record)]
             for image in _images(session_dir, suffixes):
+                mask = _brain_mask(image, root, subject_dir.name, session)
                 records.append({**record, "participant_id": subject_dir.name, "session_id": session,
                                 "image": str(image), "modality": modality_from_filename(image),
-                                **_entities(image.name)})
+                                **_entities(image.name), **({"mask": str(mask)} if mask else {})})
     if not records:
         raise ManifestError(f"{root}: no images with suffix {', '.join(suffixes)} under sub-*/[ses-*/]anat|pet")
     if borrowed_ages:
@@ -72,6 +79,10 @@ def import_bids(root: str | Path, suffixes: tuple[str, ...] = DEFAULT_SUFFIXES, 
         notes.append(f"{borrowed_ages} sessions of subjects with several sessions have no age in their "
                      f"sessions.tsv (n/a, no age column or no file): {what}")
     records = _choose_runs(records, run, notes)
+    masked = sum("mask" in r for r in records)
+    if masked:
+        notes.append(f"{masked} of {len(records)} images have a desc-brain_mask in their own space (mask column); "
+                     f"the others get the automatic brain mask")
     imaged = {r["participant_id"] for r in records}
     without_images = sorted(set(participants) - imaged)
     not_listed = sorted(imaged - set(participants)) if participants else []
@@ -151,6 +162,24 @@ def _images(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
         datatype = "pet" if suffix.lower() == "pet" else "anat"
         found += [p for p in (folder / datatype).glob(f"*_{suffix}.nii*") if re.search(r"\.nii(\.gz)?$", p.name)]
     return sorted(found)
+
+
+#: ``space-`` labels that mean "the scan's own space" (BIDS derivatives; fMRIPrep's T1w space)
+_NATIVE_SPACES = ("T1w", "orig", "individual")
+
+
+def _brain_mask(image: Path, root: Path, subject: str, session: str | None) -> Path | None:
+    """The image's ``desc-brain_mask`` in its own space, beside it or in ``derivatives/*/``; else None."""
+    stem = re.sub(r"_[A-Za-z0-9]+\.nii(\.gz)?$", "", image.name)  # drop the suffix: sub-01_ses-bl_run-1
+    pattern = re.compile(rf"^{re.escape(stem)}(_space-({'|'.join(_NATIVE_SPACES)}))?_desc-brain_mask\.nii(\.gz)?$")
+    relative = Path(subject, *([session] if session else []), image.parent.name)
+    folders = [image.parent] + sorted(p / relative for p in (root / "derivatives").glob("*") if p.is_dir())
+    for folder in folders:
+        if folder.is_dir():
+            found = sorted(p for p in folder.iterdir() if pattern.match(p.name))
+            if found:
+                return found[0]
+    return None
 
 
 def _entities(name: str) -> dict[str, str]:
