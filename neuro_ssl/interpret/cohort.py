@@ -188,18 +188,24 @@ class _CohortState:
         return masks
 
     def measure(self, map_native, affine, brain, scan: _Scan) -> dict[str, float]:
+        """Per region: the share of the map's mass inside the brain that lies in the region, and
+        chance, the region's share of the brain voxels, so that a map uniform over the brain has
+        ratio 1 (the definition of checks.json's localization). Mass outside the brain is left
+        out of both and reported on its own (``outside_brain_share`` in summary.csv)."""
         shares: dict[str, float] = {}
         chance: dict[str, float] = {}
+        brain = np.asarray(brain, dtype=bool)
+        in_brain = np.where(brain, np.asarray(map_native, dtype=np.float64), 0.0)
         if self.regions is not None:
-            shares.update(self.regions.shares(map_native, affine))
+            shares.update(self.regions.shares(in_brain, affine))
             chance.update(self.regions.volume_fractions(map_native.shape, affine, within=brain))
         if self.column:
             mask = _row_mask(scan, self.column, map_native.shape, affine)
             if mask is None:
                 shares[self.column_name] = chance[self.column_name] = math.nan
             else:
-                total = float(map_native.sum(dtype=np.float64))
-                shares[self.column_name] = float(map_native[mask].sum(dtype=np.float64)) / total if total > 0 else math.nan
+                total = float(in_brain.sum())
+                shares[self.column_name] = float(in_brain[mask].sum()) / total if total > 0 else math.nan
                 chance[self.column_name] = float((mask & brain).sum()) / max(int(brain.sum()), 1)
         for name, value in shares.items():
             self.shares.setdefault(name, []).append(value)

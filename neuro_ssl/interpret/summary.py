@@ -4,6 +4,8 @@ Per scan (all on the scan's own grid, after mapping back):
 - ``coverage_pct``: share of brain voxels where the map exceeds ``threshold`` x its maximum
   (the seed project reported e.g. "28.10 % of the brain scan"); brain = a given mask, else the
   voxels brighter than a small fraction of the image's robust range;
+- ``outside_brain_share``: the map's mass outside that brain mask (region shares and their
+  chance are both taken inside it, so a map uniform over the brain scores 1x chance);
 - the peak (argmax) as voxel indices ``peak_i, peak_j, peak_k`` and world millimetres
   ``peak_x_mm, peak_y_mm, peak_z_mm`` (RAS+, through the scan's affine);
 - ``true_label`` (the model's label column in the manifest, as one of its classes) and
@@ -25,7 +27,8 @@ SUMMARY_COLUMNS = (
     "subject_id", "session_id", "image", "saliency", "predicted", "confidence",
     "coverage_pct", "peak_x_mm", "peak_y_mm", "peak_z_mm",
 )
-EXTRA_COLUMNS = ("peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid")
+EXTRA_COLUMNS = ("peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid",
+                 "outside_brain_share")
 DIAGNOSIS_COLUMNS = ("diagnosis", "diagnosis_bl")
 
 
@@ -88,11 +91,15 @@ def summarize_map(
     brain: np.ndarray | None = None,
     threshold: float = 0.5,
 ) -> dict[str, float]:
-    """coverage_pct and the peak (voxel and mm) of one map on its own grid."""
+    """coverage_pct, outside_brain_share (the map's mass outside ``brain``: saliency on the
+    background is a shortcut's signature) and the peak (voxel and mm) of one map on its own grid."""
     saliency = np.asarray(map_native, dtype=np.float32)
     peak_value = float(saliency.max()) if saliency.size else 0.0
     out = {name: math.nan for name in ("peak_x_mm", "peak_y_mm", "peak_z_mm", "peak_i", "peak_j", "peak_k")}
     out["coverage_pct"] = coverage_pct(saliency, brain, threshold)
+    total = float(saliency.sum(dtype=np.float64))
+    outside = float(saliency[~np.asarray(brain, dtype=bool)].sum(dtype=np.float64)) if brain is not None else 0.0
+    out["outside_brain_share"] = outside / total if total > 0 else math.nan
     if not peak_value > 0:
         return out
     ijk = np.unravel_index(int(np.argmax(saliency)), saliency.shape)

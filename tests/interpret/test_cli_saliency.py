@@ -13,7 +13,7 @@ from neuro_ssl.cli.main import main
 EXPECTED_COLUMNS = [
     "subject_id", "session_id", "image", "saliency", "predicted", "confidence", "coverage_pct",
     "peak_x_mm", "peak_y_mm", "peak_z_mm", "region_everywhere", "region_far_away", "region_truth_region",
-    "peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid",
+    "peak_i", "peak_j", "peak_k", "true_label", "correct", "constant_map", "layer_grid", "outside_brain_share",
 ]
 
 
@@ -134,8 +134,8 @@ def test_group_mean_when_scans_share_a_grid_and_skip_bad(tmp_path, volumes, caps
 @pytest.mark.parametrize("argv_extra, code, message", [
     (["--target", "MCI"], 2, "--target MCI: not a class of this model (classes: CN, AD)"),
     (["--layer", "encoder.net.layer9"], 2, "--layer encoder.net.layer9: no such layer"),
-    (["--regions", "nowhere"], 2, "--regions nowhere: not found"),
-    (["--regions-column", "hippocampus"], 2, "--regions-column hippocampus: no such column"),
+    (["--regions", "nowhere"], 1, "--regions nowhere: not found"),
+    (["--regions-column", "hippocampus"], 1, "--regions-column hippocampus: no such column"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, two_scans, capsys, argv_extra, code, message):
     _save_tiny_model(tmp_path / "run")

@@ -112,3 +112,28 @@ def test_bad_region_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "labels.csv").write_text("index,name\nx,oops\n")
     with pytest.raises(ManifestError, match="row 2"):
         read_label_names(tmp_path / "labels.csv")
+
+
+def test_region_share_and_its_chance_are_both_taken_inside_the_brain(tmp_path):
+    """A map uniform over the brain is at chance (ratio 1) whatever it puts on the background;
+    the background's part is reported as outside_brain_share. (Before: the share divided by the
+    whole map's mass, the chance by the brain's volume, so background saliency diluted it.)"""
+    import types
+
+    from neuro_ssl.interpret.cohort import _CohortState
+    from neuro_ssl.interpret.summary import summarize_map
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    brain = np.zeros((10, 10, 10), dtype=bool)
+    brain[2:8, 2:8, 2:8] = True
+    region = np.zeros((10, 10, 10), dtype=np.uint8)
+    region[2:4, 2:8, 2:8] = 1  # a third of the brain
+    nib.save(nib.Nifti1Image(region, affine), str(tmp_path / "region.nii.gz"))
+    saliency = np.where(brain, 1.0, 3.0)  # three times as much per voxel on the background
+    state = _CohortState(None, "truth_region")
+    scan = types.SimpleNamespace(values={"truth_region": str(tmp_path / "region.nii.gz")}, base_dir=None)
+    row = state.measure(saliency, affine, brain, scan)
+    assert row["region_truth_region"] == pytest.approx(1 / 3)
+    assert state.chance["truth_region"] == [pytest.approx(1 / 3)]
+    outside = 3.0 * (~brain).sum() / saliency.sum()
+    assert summarize_map(saliency, affine, brain)["outside_brain_share"] == pytest.approx(outside)

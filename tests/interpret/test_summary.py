@@ -50,7 +50,7 @@ def test_summary_columns_are_exactly_the_contract():
     assert list(table.columns) == [
         "subject_id", "session_id", "image", "saliency", "predicted", "confidence", "coverage_pct",
         "peak_x_mm", "peak_y_mm", "peak_z_mm", "region_hippo", "region_ventricles", "peak_i", "peak_j", "peak_k",
-        "true_label", "correct", "constant_map", "layer_grid",
+        "true_label", "correct", "constant_map", "layer_grid", "outside_brain_share",
     ]
     assert list(table.columns[: len(SUMMARY_COLUMNS)]) == list(SUMMARY_COLUMNS)
     assert list(table.columns[-len(EXTRA_COLUMNS):]) == list(EXTRA_COLUMNS)
