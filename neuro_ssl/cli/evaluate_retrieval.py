@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prototype classes (diagnosis values of the training rows); default CN,AD when both exist")
     parser.add_argument("--allow-overlap", action="store_true",
                         help="evaluate even subjects the run was pretrained on (results are optimistic)")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=8)
+    parser.add_argument("--batch-size", type=_common.positive_int, default=8, help="scans per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--skip-bad", action="store_true", help="report and skip unusable scans instead of stopping")
     _common.add_cache_dir(parser)

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, required=True, help="scans to reconstruct")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--samples", type=int, default=0, metavar="N", help="also decode N samples of the VAE prior")
-    parser.add_argument("--batch-size", type=_common.positive_int, default=4)
+    parser.add_argument("--batch-size", type=_common.positive_int, default=4, help="scans per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--skip-bad", action="store_true", help="report and skip unusable scans instead of stopping")
     _common.add_seed(parser)

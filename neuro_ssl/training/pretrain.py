@@ -353,6 +353,7 @@ class Pretrainer:
         self._proximal = (float(proximal_mu), {k: torch.as_tensor(weights[k]).detach().clone().to(self.device)
                                                for k in weights if k in trainable}) if proximal_mu > 0 else None
         self.logger = loop.MetricsLogger(self.run_dir, enabled=False)
+        self.estimate = RunTimeEstimate(0, 0, self.device.type, self._say)  # a site's round: no run-time line
         rows = [self._train_epoch(data) for _ in range(int(epochs))]
         self._proximal = None
         return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, rows

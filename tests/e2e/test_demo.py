@@ -208,5 +208,5 @@ def test_demo_on_a_given_manifest_skips_synth_and_splits_into_the_run(tmp_path, 
     assert f"neuro-ssl split {manifest} --out {tmp_path}/run/splits" in lines[3]
     saliency = next(line for line in lines if "saliency: would run" in line)
     assert "--skip-bad" in saliency and "--regions-column" not in saliency
-    assert main(["demo", "--manifest", str(tmp_path / "nope.csv"), "--dry-run"]) == 2
+    assert main(["demo", "--manifest", str(tmp_path / "nope.csv"), "--dry-run"]) == 1  # a missing input: data
     assert "--manifest" in capsys.readouterr().err

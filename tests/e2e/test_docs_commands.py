@@ -22,7 +22,8 @@ repository's, and ``runs/ad_full`` (a small fine-tuned model for docs/saliency.m
 Sizes (a faithful size-reduced variant, the only change to a documented line): the flags in
 ``SIZE_FLAGS`` are appended to that command's arguments, and argparse keeps the last value, so
 ``--epochs 50`` in a doc runs as ``--epochs 1`` on 24^3 voxels of 8 mm with a quarter-width
-ResNet10, and ``neuro-ssl demo`` runs at ``--size tiny``. Everything else is the line as written.
+ResNet10, ``neuro-ssl demo`` runs at ``--size tiny``, ``synth`` writes 6 mm voxels and ``study``
+trains one pretraining and one fine-tuning epoch with 2 draws. Everything else is the line as written.
 
 Not run (``EXCLUDED``, each with its reason): ``make test`` (this suite), ``make demo`` (the
 default-size demo; the same chain runs here at ``--size tiny`` through docs/quickstart.md and in
@@ -57,6 +58,9 @@ SIZE_FLAGS = {
     "finetune": [*_NET, "--epochs", "1", "--workers", "0", "--n-boot", "20"],
     "evaluate": ["--n-boot", "20"],
     "demo": ["--size", "tiny"],
+    "synth": ["--voxel-mm", "6"],
+    "study": [*_NET, "--proj-dims", "16,8", "--batch-size", "4", "--workers", "0", "--pretrain-epochs", "1",
+              "--finetune-epochs", "1", "--draws", "2", "--n-boot", "20"],
 }
 #: a command (its start) -> why the test does not run it
 EXCLUDED = {
