@@ -30,7 +30,8 @@ VARS = {"subjects": "subjects", "voxel_mm": "voxel_mm", "methods": "methods", "m
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # --work must not pass for --workers
     for flag in VARS:
         p.add_argument("--" + flag.replace("_", "-"), default=None, help=f"pipeline var '{VARS[flag]}'")
     p.add_argument("--out", type=Path, default=RESULTS / "representation_quality_work", help="the run folder")
