@@ -41,7 +41,8 @@ th{background:#f4f4f4}.num{text-align:right;font-variant-numeric:tabular-nums}
 
 LABELS = {
     "auc": "AUC", "balanced_accuracy": "balanced accuracy", "sensitivity": "sensitivity", "specificity": "specificity",
-    "mcc": "MCC", "f1_macro": "F1 (macro)", "mae": "MAE (label units)", "rmse": "RMSE (label units)",
+    "mcc": "MCC", "f1_macro": "F1 (macro)",
+    "shortcut_baseline_auc": "shortcut baseline AUC (trivial summaries of the same inputs)", "mae": "MAE (label units)", "rmse": "RMSE (label units)",
     "r": "Pearson r", "k": "clusters (k)", "k_chosen_by": "k chosen by", "n": "scans",
     "n_unmatched": "scans without a manifest row", "map": "2D map", "features_standardized": "features z-scored",
     "against": "compared with", "n_labelled": "scans with a value", "ari": "ARI (adjusted Rand index)",

@@ -22,7 +22,7 @@ from neuro_ssl.report.page import HIDDEN, MAX_FILES_PER_FOLDER, PERCENT_COLUMNS,
 from neuro_ssl.report.page import Page as _Page, ci as _ci, figures as _figures, file_index as _file_index
 from neuro_ssl.report.page import fmt as _fmt, render as _render, table as _table
 
-CLASSIFICATION = ("auc", "balanced_accuracy", "sensitivity", "specificity", "mcc", "f1_macro")
+CLASSIFICATION = ("auc", "balanced_accuracy", "sensitivity", "specificity", "mcc", "f1_macro", "shortcut_baseline_auc")
 REGRESSION = ("mae", "rmse", "r")
 
 

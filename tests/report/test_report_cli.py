@@ -122,6 +122,8 @@ def test_report_finds_every_kind_and_flags_first(tmp_path):
     # readable tables: no raw keys as headings, the probe's missing AUC explained, wrong predictions counted
     for raw in ("<th>k_chosen_by</th>", "<th>features_standardized</th>", "<th>mean_share</th>", "<td>n</td>"):
         assert raw not in text, raw
+    # the shortcut baseline sits in the metrics table beside the model's AUC (issue 10)
+    assert re.search(r"<td>shortcut baseline AUC[^<]*</td><td>0\.810", text), "no shortcut baseline row"
     assert "<th>k chosen by</th>" in text and "<td>test scans (subjects)</td><td>18 (9)</td>" in text
     assert "only CN in the probe set" in text
     assert "1 of 2 prediction(s) with a known true label are wrong" in text
