@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:>18}: {_fmt(metrics[name])}")
     baseline = metrics.get("shortcut_baseline_auc")
     if baseline:
-        print(f"  {'shortcut baseline':>18}: {_fmt(baseline) if baseline.get('value') is not None else 'undefined'}"
+        shown = _fmt(baseline) if baseline.get("value") is not None else f"undefined ({baseline.get('note', 'no value')})"
+        print(f"  {'shortcut baseline':>18}: {shown}"
               "  (AUC of trivial summaries of the same inputs: background, edges, intensity, volume)")
     from neuro_ssl.report.findings import evaluation_flags
 

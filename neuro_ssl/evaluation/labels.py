@@ -42,7 +42,12 @@ class LabelSpec:
     def describe(self) -> str:
         what = f"{self.task} of '{self.label}'" + (f" ({', '.join(self.classes)})" if self.classes else "")
         drops = "; ".join(f"{n} {why}" for why, n in self.dropped.items() if n)
-        return f"{what}: {self.n_rows} rows" + (f", dropped {drops}" if drops else "")
+        text = f"{what}: {self.n_rows} rows" + (f", dropped {drops}" if drops else "")
+        unlabelled = self.dropped.get("without a label", 0)
+        if self.n_rows == 0 and unlabelled and unlabelled == sum(self.dropped.values()):
+            text += (f"; '{self.label}' is empty in every row: is the label under another column name "
+                     f"(--label), or missing from this manifest?")
+        return text
 
 
 def _source(df: pd.DataFrame) -> str:

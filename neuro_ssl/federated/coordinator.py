@@ -30,7 +30,12 @@ def plan_sites(df, cfg: FederatedConfig, source: str) -> list[str]:
     """Sorted site names of the manifest; refuses rows without a site and sites smaller than a batch."""
     column = cfg.site_column
     if column not in df.columns:
-        raise ManifestError(f"{source}: no site column '{column}' for --site-column (columns: {', '.join(df.columns[:15])})")
+        import difflib
+
+        names = [str(c) for c in df.columns]
+        close = difflib.get_close_matches(column, names, n=1) or [n for n in names if n.lower() == column.lower()]
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ManifestError(f"{source}: no site column '{column}' for --site-column ({hint}columns: {', '.join(names)})")
     values = df[column].astype(str).str.strip().where(df[column].notna(), "")
     empty = values.index[values == ""].tolist()
     if empty:

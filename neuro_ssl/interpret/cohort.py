@@ -108,6 +108,8 @@ def explain_cohort(model, meta: dict, manifest: pd.DataFrame, out_dir: str | os.
             if scan.problem:
                 raise ManifestError(scan.problem)
             row, result = _explain_scan(model, meta, cache, scan, out_dir, options, state, template_brain, checks)
+        except ConfigError:
+            raise  # an option that fails on one scan (e.g. a --layer with no grid) fails on all: no row, no skip
         except NeuroSSLError as exc:
             if not options.skip_bad:
                 raise type(exc)(f"{_source(manifest)} row {scan.row}: {exc}") from None

@@ -19,7 +19,7 @@ embeddings an ``embeddings.csv`` file, or a folder holding only that
 ========== ==========================================================================
 
 A folder that is none of these is searched one level down (a folder of runs). Nothing found
-is a :class:`~neuro_ssl.errors.ConfigError` naming the folder and what was looked for.
+is a :class:`~neuro_ssl.errors.ManifestError` (exit 1) naming the folder and what was looked for.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from neuro_ssl.errors import ConfigError, ManifestError
+from neuro_ssl.errors import ManifestError
 
 PIPELINE_STATE = ".neuro-ssl-pipeline"
 LOOKED_FOR = ("model.pt", "encoder.pt", "metrics.json", "summary.csv", "audit.csv", "clusters.csv", "study.csv",
@@ -103,13 +103,13 @@ def kind_of(path: Path) -> str | None:
 
 
 def find_outputs(paths: list[Path]) -> Found:
-    """Classify every given path (one level down for an unknown folder); ConfigError when a path holds nothing known."""
+    """Classify every given path (one level down for an unknown folder); ManifestError when a path is missing or holds nothing known."""
     found = Found()
     for path in map(Path, paths):
         if not path.exists():
             raise ManifestError(f"{path}: not found (no such file or folder)")
         if not _add(found, path, depth=1):
-            raise ConfigError(f"{path}: no neuro-ssl outputs found there or one level down (looked for "
+            raise ManifestError(f"{path}: no neuro-ssl outputs found there or one level down (looked for "
                               f"{', '.join(LOOKED_FOR)})")
     return found
 

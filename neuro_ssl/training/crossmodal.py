@@ -147,7 +147,7 @@ def load_cross_modal_run(run: str | Path):
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights do not fit the run's config ({' '.join(str(exc).split())[:200]})") from None
     if not is_cross_modal(config, alignment):
-        raise ConfigError(f"{run}: pretrained with --loss {config.loss} and no --views: nothing cross-modal to "
+        raise CheckpointError(f"{run}: pretrained with --loss {config.loss} and no --views: nothing cross-modal to "
                           f"retrieve (use --loss clip with --clinical, or --views MOD1,MOD2)")
     meta_path = run / "encoder.pt"
     subjects = read_meta(meta_path).get("subjects", []) if meta_path.is_file() else []

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from neuro_ssl.report.findings import audit_flags, evaluation_flags, pretraining_flags, saliency_flags
+from neuro_ssl.report.findings import audit_flags, chance_auc_bound, evaluation_flags, pretraining_flags, saliency_flags
 
 
 def _ci(value, low, high):
@@ -53,6 +55,13 @@ def test_probes_that_get_worse_over_pretraining():
         "pretraining: the age probe's error grew from 6.4 to 8.3 years (epoch 1 to 4): the embedding lost age "
         "information instead of gaining it.",
         "pretraining: the diagnosis probe's AUC is 0.42 at the last probed epoch (4), below chance (0.5)."]
+    # with the probe's size known, a dip below 0.5 that chance explains is not flagged (25 scans: bound 0.27)
+    assert chance_auc_bound(25) == pytest.approx(0.5 - 1.96 / np.sqrt(75))
+    noisy = pd.DataFrame({"epoch": [1, 2], "probe_dx_auc": [0.47, 0.48], "probe_n": [25, 25]})
+    assert pretraining_flags(noisy) == []
+    worse = pd.DataFrame({"epoch": [1, 2], "probe_dx_auc": [0.47, 0.20], "probe_n": [25, 25]})
+    assert pretraining_flags(worse) == ["pretraining: the diagnosis probe's AUC is 0.20 at the last probed epoch "
+                                        "(2), below chance (0.5) beyond what chance gives on 25 probe scans (below 0.27)."]
     better = pd.DataFrame({"epoch": [1, 2], "probe_age_mae": [8.0, 6.0], "probe_dx_auc": [0.5, 0.7]})
     assert pretraining_flags(better) == [] and pretraining_flags(pd.DataFrame({"epoch": [1], "loss": [2.0]})) == []
 

@@ -144,7 +144,7 @@ def test_a_sound_run_says_what_was_checked(tmp_path):
 
 
 @pytest.mark.parametrize(("case", "words", "exit_code"), [
-    ("nothing", "no neuro-ssl outputs found there or one level down", 2),
+    ("nothing", "no neuro-ssl outputs found there or one level down", 1),  # the input holds nothing: data
     ("missing", "no such file or folder", 1),  # an input that is not there: a data problem (docs/cli.md)
     ("not_html", "name the page with .html", 2),
 ])
