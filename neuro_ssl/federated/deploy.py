@@ -173,10 +173,7 @@ class LocalFederation:
             while stream.poll() is None:
                 self.descendants |= _descendants([p["pid"] for p in self.processes])
                 if superlink["popen"].poll() is not None:
-                    raise FederationError(
-                        f"the SuperLink (server) stopped with exit code {superlink['popen'].returncode} during the "
-                        f"run (log: {superlink['log']}); rerun the same command with --resume to continue after "
-                        f"the last finished round")
+                    raise _superlink_stopped(superlink)
                 for p in self.processes[1:]:
                     if p["pid"] not in lost and p["popen"].poll() is not None:
                         lost.add(p["pid"])
@@ -191,6 +188,12 @@ class LocalFederation:
             reader.join(timeout=5)
             log.close()
         if stream.returncode and read_state(self.run_dir).get("state") not in ("finished", "failed"):
+            # `flwr run` may notice a dead SuperLink before this loop does: name the cause, not the symptom
+            deadline = time.monotonic() + 3.0
+            while superlink["popen"].poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if superlink["popen"].poll() is not None:
+                raise _superlink_stopped(superlink)
             said = " ".join(" ".join(line.strip(" │╭╮╰╯─\n").split()) for line in tail).strip()
             raise FederationError(f"`flwr run` stopped with exit code {stream.returncode}: {said[-400:]} "
                                   f"(log: {self.log_dir / 'server.log'})")
@@ -303,3 +306,9 @@ def _wait_for_port(port: int, popen: subprocess.Popen, log: Path) -> None:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))
+
+
+def _superlink_stopped(superlink: dict) -> FederationError:
+    return FederationError(
+        f"the SuperLink (server) stopped with exit code {superlink['popen'].returncode} during the run "
+        f"(log: {superlink['log']}); rerun the same command with --resume to continue after the last finished round")
