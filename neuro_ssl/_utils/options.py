@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from typing import Iterable
+from typing import Any, Iterable
 
 from neuro_ssl.errors import ConfigError
 
@@ -16,3 +17,12 @@ def reject_unknown_keys(keys: Iterable, known: Iterable[str], what: str) -> None
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(f"unknown {what} option '{key}'{hint}")
+
+
+def dataclass_to_dict(obj) -> dict[str, Any]:
+    """A config dataclass as a plain YAML-safe dict: every field, tuples as lists, mappings copied."""
+    out = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, dict) else value)
+    return out

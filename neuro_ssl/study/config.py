@@ -8,12 +8,12 @@ and ``neuro-ssl pretrain`` can never disagree on what an option means. Fine-tuni
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from neuro_ssl._utils.options import dataclass_to_dict
 from neuro_ssl.errors import ConfigError
 
 SCRATCH = "scratch"
@@ -54,11 +54,7 @@ class StudyConfig:
     finetune_workers: int = 0            # DataLoader workers of fine-tuning, evaluation, embeddings
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, dict) else value)
-        return out
+        return dataclass_to_dict(self)
 
     @property
     def all_methods(self) -> tuple[str, ...]:

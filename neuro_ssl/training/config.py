@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from neuro_ssl._utils.options import dataclass_to_dict
 from neuro_ssl.errors import ConfigError
 
 LOSSES = ("simclr", "yaware", "supcon", "moco", "clip", "yaware+clip", "simclr+clip", "ae-contrastive",
@@ -93,11 +94,7 @@ class PretrainConfig:
     # ---- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML-safe dict (tuples become lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else (dict(value) if isinstance(value, dict) else value)
-        return out
+        return dataclass_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PretrainConfig":
