@@ -43,7 +43,7 @@ QUICK = {"subjects": 16, "spacing": 8.0, "shape": (16, 16, 16), "width": 0.25, "
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subjects", type=int, default=80, help="synthetic subjects (about 40/30/30 %% CN/MCI/AD)")
     p.add_argument("--epochs", type=int, default=10, help="pretraining epochs")
     p.add_argument("--finetune-epochs", type=int, default=10, help="epochs of the supervised classifier")

@@ -39,7 +39,7 @@ PHASES = ("plain", "cached_cold", "cached_warm", "cached_warm_mtime")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--subjects", type=int, default=20, help="volumes per cohort (one visit each)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for plain and warm phases")

@@ -34,7 +34,7 @@ QUICK = {"subjects": 24, "epochs": 2, "batch_size": 4, "width": 0.25, "n_boot": 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--subjects", type=int, default=120, help="synthetic subjects (before dropping the fourth site)")
     p.add_argument("--drop-site", default="941", help="the synthetic site left out (three sites remain)")
     p.add_argument("--epochs", type=int, default=12, help="total epochs T (federated: T rounds x 1 local epoch)")

@@ -49,7 +49,7 @@ PEAK_BF16_TFLOPS = {"H200": 989.4, "GH200": 989.4, "H100": 989.4, "A100": 312.0,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--archs", default="resnet18,resnet50")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {', '.join(VARIANTS)}")

@@ -90,7 +90,7 @@ def _monai_too_big(batch: int, dtype: str, max_gib: float) -> str | None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--batch-sizes", default="16,64,256,1024,4096", help="scans per batch (2B embeddings)")
     p.add_argument("--dtypes", default="float32,bfloat16", help="dtype of the projections")

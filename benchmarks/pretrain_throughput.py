@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pretrain_throughput.csv
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--manifest", type=Path, default=None, help="scans to use (default: a synthetic cohort)")
     p.add_argument("--subjects", type=int, default=24, help="synthetic cohort size (one T1w scan each)")
     p.add_argument("--voxel-mm", type=float, default=None, help="synthetic voxel size (default: realistic 1-1.5 mm)")

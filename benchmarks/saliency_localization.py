@@ -39,7 +39,7 @@ QUICK = {"subjects": 16, "voxel_mm": 8.0, "spacing": 8.0, "shape": "24,24,24", "
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cohort", type=Path, default=None, help="an existing synth cohort folder (else one is made)")
     p.add_argument("--subjects", type=int, default=100)
     p.add_argument("--voxel-mm", type=float, default=None, help="synth voxel size (default: each site's own)")

@@ -43,7 +43,7 @@ QUICK_GRIDS = ((8.0, (24, 28, 24)), (12.0, (16, 20, 16)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--batch-size", type=int, default=4, help="scans per step (two views each)")
     p.add_argument("--steps", type=int, default=3, help="steps per epoch (the cohort has batch x steps scans)")

@@ -60,6 +60,7 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(
         prog=f"neuro-ssl {command}",
+        allow_abbrev=False,  # '--work' must not pass for '--workers' (nor break when a flag is added)
         description=(module.__doc__ or helptext).strip(),
         formatter_class=_common.HelpFormatter,
     )

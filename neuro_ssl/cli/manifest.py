@@ -23,7 +23,7 @@ from neuro_ssl.cli import _common
 
 def add_arguments(parser) -> None:
     actions = parser.add_subparsers(dest="action", metavar="{import,progression}", required=True)
-    importer = actions.add_parser("import", help="import an export as a canonical manifest",
+    importer = actions.add_parser("import", allow_abbrev=False, help="import an export as a canonical manifest",
                                   formatter_class=_common.HelpFormatter)
     dialects = importer.add_subparsers(dest="dialect", metavar="{adni,clinicadl,bids,csv}", required=True)
 
@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
 
 def _add_progression(actions) -> None:
     helptext = "label each MCI subject's baseline scan pMCI / sMCI / unknown at a horizon, from its visits"
-    sub = actions.add_parser("progression", help=helptext, description=helptext, formatter_class=_common.HelpFormatter)
+    sub = actions.add_parser("progression", allow_abbrev=False, help=helptext, description=helptext, formatter_class=_common.HelpFormatter)
     sub.add_argument("manifest", type=Path, metavar="MANIFEST", help="manifest with one row per scan and visit")
     sub.add_argument("--out", type=Path, required=True, metavar="OUT",
                      help="manifest to write, with 'progression' and 'years_from_baseline' columns; "
@@ -79,7 +79,7 @@ def _add_progression(actions) -> None:
 
 
 def _dialect(dialects, name: str, helptext: str):
-    parser = dialects.add_parser(name, help=helptext, description=helptext, formatter_class=_common.HelpFormatter)
+    parser = dialects.add_parser(name, allow_abbrev=False, help=helptext, description=helptext, formatter_class=_common.HelpFormatter)
     parser.add_argument("--out", type=Path, required=True, metavar="MANIFEST", help="canonical manifest to write (.csv or .tsv)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any image or table row is left unmatched")
     return parser

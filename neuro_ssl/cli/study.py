@@ -82,7 +82,7 @@ def _add_pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     """neuro-ssl pretrain's own option definitions (not copies), minus those a study sets itself."""
     from neuro_ssl.cli import pretrain as pretrain_cli
 
-    source = argparse.ArgumentParser(add_help=False)
+    source = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pretrain_cli.add_arguments(source)
     for group in source._action_groups:
         actions = [a for a in group._group_actions if a.dest not in NOT_FROM_PRETRAIN]
