@@ -32,8 +32,11 @@ $(VENV)/.federated: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/neuro-ssl demo --out $(DEMO_OUT)
 
+# two pytest-xdist workers, one thread each (tests/conftest.py): the suite's long tests wait on
+# subprocesses (Flower, torchrun, the CLI) as much as they compute. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= 2
 test: setup $(VENV)/.federated
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup tests
 
 bench: setup
 	$(PY) benchmarks/data_throughput.py

@@ -17,6 +17,29 @@ def pytest_configure(config):
     os.environ.setdefault("NEURO_SSL_CACHE", tempfile.mkdtemp(prefix="neuro-ssl-test-cache-"))
     os.environ.setdefault("NEURO_SSL_QUIET", "1")
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # `make test` runs two pytest-xdist workers on the two cores: one thread each (and in the
+        # commands they start), not two workers fighting over two threads each.
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the marks (it appends the group to the node id)
+def pytest_collection_modifyitems(config, items):
+    """Keep a module's tests on one pytest-xdist worker when they share a module-scoped fixture
+    (a federation, a demo run, a trained model: built once, not once per worker), unless the
+    module sets ``SPREAD_ACROSS_WORKERS = True`` (its tests are long and its fixture is cheap).
+    ``--dist loadgroup`` (the Makefile) reads the ``xdist_group`` marks; without xdist they do nothing."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None or getattr(module, "SPREAD_ACROSS_WORKERS", False):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        defs = [d for ds in (info.name2fixturedefs.values() if info else ()) for d in ds]
+        if any(d.scope in ("module", "class") for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

@@ -167,6 +167,11 @@ def _exports(world: Path, cohort: pd.DataFrame) -> None:
     pd.DataFrame(study).to_csv(world / "study.csv", index=False)
 
 
+#: each document's test runs for seconds to minutes (docs/federated.md: Flower runs); building the
+#: world once per pytest-xdist worker costs seconds, so the documents are spread over the workers
+SPREAD_ACROSS_WORKERS = True
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     from neuro_ssl.data.manifest import read_manifest, write_manifest
