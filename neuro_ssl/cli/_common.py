@@ -23,7 +23,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         text = option_help(action)
         if text != (action.help or "") and action.help is not argparse.SUPPRESS:
             action = copy.copy(action)
-            action.help = text.replace("%", "%%") if "%(" not in text else text
+            # argparse %-formats help: escape a bare %, once (a help text may already say %%)
+            action.help = text if "%(" in text else text.replace("%%", "%").replace("%", "%%")
         return super()._format_action(action)
 
 
@@ -161,6 +162,14 @@ def float_tuple(n: int | None = None):
 
 def str_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in str(text).split(",") if v.strip())
+
+
+def class_list(text: str) -> tuple[str, ...]:
+    """``--classes``: two or more class names, comma-separated (one class is not a classification)."""
+    classes = str_list(text)
+    if len(classes) < 2:
+        raise argparse.ArgumentTypeError(f"needs two or more classes, comma-separated (e.g. CN,AD), got {text!r}")
+    return classes
 
 
 def positive_int(text: str) -> int:

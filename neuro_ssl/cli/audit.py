@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, metavar="MANIFEST", help="scans to audit (CSV/TSV)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--label", required=True, help="label column (e.g. diagnosis, age, MMSE)")
-    parser.add_argument("--classes", type=_common.str_list, default=(), metavar="A,B",
+    parser.add_argument("--classes", type=_common.class_list, default=(), metavar="A,B",
                         help="classes to keep, in order (e.g. CN,AD); default: every value of the label")
     parser.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
                         help="auto: classification for text labels or --classes, else regression")

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", type=Path, required=True, metavar="RUN", help="pretraining run folder (with checkpoint.pt)")
     parser.add_argument("--manifest", type=Path, required=True, metavar="M", help="manifest to retrieve in (held-out subjects)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--classes", type=_common.str_list, default=None, metavar="C1,C2[,...]",
+    parser.add_argument("--classes", type=_common.class_list, default=None, metavar="C1,C2[,...]",
                         help="prototype classes (diagnosis values of the training rows); default CN,AD when both exist")
     parser.add_argument("--allow-overlap", action="store_true",
                         help="evaluate even subjects the run was pretrained on (results are optimistic)")

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     task.add_argument("--mode", choices=MODES, required=True, help="linear: frozen encoder; full: all layers; scratch: random init")
     task.add_argument("--label", default="diagnosis", help="column to predict (any manifest column)")
     task.add_argument("--task", choices=TASKS, default="auto", help="auto: classification for text or --classes, else regression")
-    task.add_argument("--classes", type=_common.str_list, default=(), metavar="A,B",
+    task.add_argument("--classes", type=_common.class_list, default=(), metavar="A,B",
                       help="classes in order; the second is the positive class of a binary task (CN,AD); "
                            "default: every value of the label, sorted")
     task.add_argument("--labels-per-class", type=_non_negative_int, default=0, metavar="N",

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     task = parser.add_argument_group("task")
     task.add_argument("--label", default="diagnosis", help="column to predict (classification, or regression: age, MMSE)")
-    task.add_argument("--classes", type=_common.str_list, default=(), help="classes in order, e.g. CN,AD (positive last)")
+    task.add_argument("--classes", type=_common.class_list, default=(), help="classes in order, e.g. CN,AD (positive last)")
     task.add_argument("--task", choices=("auto", "classification", "regression"), default="auto",
                       help="auto: classification for text or --classes, else regression (MAE)")
     task.add_argument("--metric", default=None, help="headline test metric (default: auc, or mae for regression)")

@@ -26,10 +26,12 @@ def _ids(values: Iterable) -> set[str]:
 
 
 def check_leakage(trained_on: Iterable, evaluated_on: Iterable, allow_overlap: bool = False,
-                  source: str = "model", target: str = "manifest") -> list[str]:
+                  source: str = "model", target: str = "manifest",
+                  remedy: str = "evaluate on held-out subjects, or pass --allow-overlap to override (recorded)") -> list[str]:
     """Raise :class:`LeakageError` if any evaluated subject was seen in training; return the overlap.
 
-    With ``allow_overlap`` the overlap is returned (for the record) instead of raised.
+    With ``allow_overlap`` the overlap is returned (for the record) instead of raised. ``remedy``
+    ends the error line (a command without ``--allow-overlap`` says what to do instead).
     """
     evaluated_on = list(evaluated_on)
     overlap = overlapping_subjects(trained_on, evaluated_on)
@@ -38,6 +40,6 @@ def check_leakage(trained_on: Iterable, evaluated_on: Iterable, allow_overlap: b
         shown = ", ".join(overlap[:SHOWN_IDS]) + (", ..." if len(overlap) > SHOWN_IDS else "")
         raise LeakageError(
             f"{target}: {len(overlap)} of its {n_eval} subjects were used to train, validate or pretrain {source} "
-            f"({shown}); evaluate on held-out subjects, or pass --allow-overlap to override (recorded)"
+            f"({shown}); {remedy}"
         )
     return overlap

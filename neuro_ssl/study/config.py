@@ -78,8 +78,8 @@ class StudyConfig:
             raise ConfigError("--n-boot and --knn-k must be >= 1, --finetune-workers >= 0")
         for mode in self.modes:
             _choice("--modes", mode, MODES)
-        if not self.modes or not self.budgets:
-            raise ConfigError("--modes and --budgets need at least one value each")
+        if not self.modes or not self.budgets or not self.all_methods:
+            raise ConfigError("--methods, --modes and --budgets need at least one value each")
         for name, path in self.encoders.items():
             if name == SCRATCH:
                 raise ConfigError(f"--encoders: '{SCRATCH}' is the random-initialisation baseline; give {path} another name")

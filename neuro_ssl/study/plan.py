@@ -108,7 +108,7 @@ def _read_parts(config: StudyConfig, cohort: pd.DataFrame, manifest: Path, split
     else:
         folder = Path(splits)
         if not (folder / "train.csv").is_file() or not (folder / "test.csv").is_file():
-            raise ConfigError(f"--splits {folder}: needs train.csv and test.csv (val.csv optional), as written by "
+            raise ManifestError(f"--splits {folder}: needs train.csv and test.csv (val.csv optional), as written by "
                               f"neuro-ssl split {manifest} --out {folder}")
         raw = {name: read_manifest(folder / f"{name}.csv") for name in SPLIT_FILES if _has_rows(folder / f"{name}.csv")}
         for name, part in raw.items():
@@ -192,12 +192,14 @@ def _given(name: str, path: Path, test: pd.DataFrame) -> Method:
     from neuro_ssl.models import load_encoder
 
     if not path.is_file():
-        raise ConfigError(f"--encoders {name}={path}: file not found")
+        raise CheckpointError(f"--encoders {name}={path}: file not found")
     _, meta = load_encoder(path)
     if "preprocess" not in meta:
         raise CheckpointError(f"{path}: the encoder's meta has no 'preprocess' section")
     check_leakage(meta.get("subjects", []), test["subject_id"], source=str(path),
-                  target=test.attrs.get("source", "test split"))
+                  target=test.attrs.get("source", "test split"),
+                  remedy="a study scores its test split, so give an encoder pretrained without those subjects "
+                         "(pretrain on the training split)")
     return Method(name, "given", path.resolve())
 
 

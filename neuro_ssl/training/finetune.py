@@ -106,6 +106,8 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "patience"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.classes and len(self.classes) < 2:
+            raise ConfigError(f"--classes needs two or more classes (e.g. CN,AD), got '{','.join(self.classes)}'")
         if int(self.labels_per_class) < 0:
             raise ConfigError(f"--labels-per-class must be >= 0 (0: every label), got {self.labels_per_class}")
         if not (self.lr > 0 and self.encoder_lr_factor > 0 and self.weight_decay >= 0):

@@ -85,3 +85,13 @@ def test_format_default_is_how_the_option_is_typed():
     assert _common.format_default(1e-3) == "0.001" and _common.format_default(5e-5) == "5e-05"
     assert _common.format_default(None) == "none" and _common.format_default(()) == "none"
     assert _common.float_tuple(3)(_common.format_default((1.5, 2.0, 2.0))) == (1.5, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_percent_sign_prints_as_one(command):
+    """argparse %-formats help texts; a text that escaped its % and then got a default appended
+    was escaped twice and printed '20%% test' (study --splits)."""
+    text = build_parser(command).format_help()
+    assert "%%" not in text and "%(" not in text
+    if command == "study":
+        assert "20% test" in " ".join(text.split())

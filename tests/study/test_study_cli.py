@@ -143,14 +143,19 @@ def _leaky_encoder(path: Path, subjects) -> Path:
 
 @pytest.mark.parametrize("case, code, message", [
     ("method", 2, "unknown method 'simclrr' (did you mean 'simclr'?)"),
-    ("splits", 2, "needs train.csv and test.csv"),
+    ("splits", 1, "needs train.csv and test.csv"),  # missing files: data (docs/cli.md), as --manifest
     ("classes", 1, "class XX has no rows in the training data"),  # the data lacks it: exit 1, as finetune
-    ("leaky", 1, "were used to train, validate or pretrain"),
+    ("leaky", 1, "pretrain on the training split"),  # no --allow-overlap to suggest in a study
+    ("encoder_missing", 1, "--encoders mine="),
+    ("one_class", 2, "needs two or more classes"),
+    ("no_method", 2, "--methods, --modes and --budgets need at least one value each"),
     ("not_empty", 2, "is not empty and holds no study"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_folder(cohort, tmp_path, capsys, case, code, message):
     out = tmp_path / "study"
-    args = {"method": ["--methods", "scratch,simclrr"], "classes": ["--classes", "CN,XX"]}.get(case, [])
+    args = {"method": ["--methods", "scratch,simclrr"], "classes": ["--classes", "CN,XX"],
+            "encoder_missing": ["--encoders", f"mine={tmp_path / 'nope' / 'encoder.pt'}"],
+            "one_class": ["--classes", "AD"], "no_method": ["--methods", ""]}.get(case, [])
     splits = tmp_path if case == "splits" else cohort["splits"]
     if case == "leaky":
         test = pd.read_csv(cohort["splits"] / "test.csv", dtype=str)["subject_id"]
@@ -161,5 +166,7 @@ def test_bad_input_is_one_line_and_leaves_no_folder(cohort, tmp_path, capsys, ca
     argv = ["study", "--manifest", str(cohort["manifest"]), "--splits", str(splits), "--out", str(out), *DESIGN, *TINY]
     assert main(argv + args) == code
     err = capsys.readouterr().err.strip()
-    assert message in err and len(err.splitlines()) == 1 and err.startswith("neuro-ssl study: error:")
+    last = err.splitlines()[-1]  # argparse's own errors print the usage synopsis above the line
+    assert message in last and last.startswith("neuro-ssl study: error:")
+    assert len(err.splitlines()) == 1 or err.startswith("usage: neuro-ssl study")
     assert not out.exists() or sorted(p.name for p in out.iterdir()) == ["notes.txt"]
