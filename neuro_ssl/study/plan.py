@@ -54,6 +54,30 @@ class Plan:
     def state_dir(self) -> Path:
         return self.out / STATE_DIR
 
+    def budget_warnings(self) -> list[str]:
+        """One line per budget that asks for more subjects than a class of the training split has
+        (its cells then use every subject of that class: the same as ``all`` for it)."""
+        from neuro_ssl.evaluation.labels import TARGET, prepare_labels
+
+        spec = self.spec
+        labelled, _ = prepare_labels(self.parts["train"], spec.label, spec.task, spec.classes)
+        if spec.task == "classification":
+            counts = {spec.classes[int(code)]: int(n) for code, n in
+                      labelled.groupby(TARGET)["subject_id"].nunique().items()}
+        else:
+            counts = {ALL: int(labelled["subject_id"].nunique())}
+        lines = []
+        for budget in self.config.budgets:
+            if budget == ALL:
+                continue
+            short = {name: n for name, n in counts.items() if n < int(budget)}
+            if short:
+                unit = "per class" if ALL not in counts else "in all"
+                have = ", ".join(f"{n} {name}" for name, n in short.items())
+                lines.append(f"budget {budget} {unit}: the training split has only {have} labelled subject(s); "
+                             f"those cells use all of them")
+        return lines
+
 
 def draw_seed(seed: int, draw: int) -> int:
     """The seed of repeat ``draw``: a stable 31-bit function of (seed, draw)."""

@@ -35,6 +35,8 @@ def run_study(config: StudyConfig, manifest, splits, out, echo: Callable[[str], 
 
     echo = echo or (lambda line: print(line, flush=True))
     plan = make_plan(config, manifest, splits, out)
+    for line in plan.budget_warnings():
+        echo(f"warning: {line}")
     units = build_units(plan)
     started = time.monotonic()
     _start_folder(plan)

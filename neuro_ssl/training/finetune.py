@@ -244,13 +244,17 @@ class _Trainer:
         return rows.loc[item_rows(dataset), TARGET].to_numpy(float)
 
     def _prepare_features(self) -> None:
-        """Linear probe: frozen features once, standardized with the training mean and sd."""
+        """Linear probe: frozen features once, standardized with the training mean and sd (floored at
+        a tenth of the mean sd: a nearly constant feature must not become huge on a held-out scan,
+        :func:`~neuro_ssl.training.probes.floored_scale`)."""
+        from neuro_ssl.training.probes import floored_scale
+
         encoder = self.model.encoder
         encoder.requires_grad_(False)
         feats, _ = forward_dataset(encoder, self.train_set, self.config.batch_size, self.device,
                                    self.config.workers, "features", self.config.amp)
         self.feat_mean = feats.mean(axis=0)
-        self.feat_sd = np.where(feats.std(axis=0) > 0, feats.std(axis=0), 1.0)
+        self.feat_sd = floored_scale(feats.std(axis=0))
         self.train_features = torch.as_tensor((feats - self.feat_mean) / self.feat_sd, dtype=torch.float32)
         if self.val_set is not None:
             val_feats, _ = forward_dataset(encoder, self.val_set, self.config.batch_size, self.device,

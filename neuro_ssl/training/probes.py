@@ -50,6 +50,16 @@ def embed_dataset(encoder: torch.nn.Module, dataset, batch_size: int = 8, device
     return torch.cat(chunks).numpy().astype(np.float64) if chunks else np.zeros((0, 0))
 
 
+def floored_scale(std: np.ndarray, floor: float = 0.1) -> np.ndarray:
+    """Per-feature scales (F,): each standard deviation, floored at ``floor`` x their mean; 1 where
+    every feature is constant. Used by :class:`FlooredScaler` and fine-tuning's linear head."""
+    std = np.asarray(std, dtype=np.float64)
+    typical = float(std.mean()) if std.size else 0.0
+    scale = np.maximum(std, floor * typical) if typical > 0 else np.ones_like(std)
+    scale[scale == 0] = 1.0
+    return scale
+
+
 class FlooredScaler:
     """Per-feature standardization whose scales are floored at ``floor`` x the mean feature scale.
 
@@ -76,10 +86,7 @@ class FlooredScaler:
     def fit(self, x, y=None):
         x = np.asarray(x, dtype=np.float64)
         self.mean_ = x.mean(axis=0)
-        std = x.std(axis=0)
-        typical = float(std.mean()) if std.size else 0.0
-        self.scale_ = np.maximum(std, self.floor * typical) if typical > 0 else np.ones_like(std)
-        self.scale_[self.scale_ == 0] = 1.0
+        self.scale_ = floored_scale(x.std(axis=0), self.floor)
         return self
 
     def transform(self, x):

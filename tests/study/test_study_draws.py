@@ -109,3 +109,23 @@ def test_budget_and_encoder_parsing():
     assert parse_encoders("a=x/encoder.pt, b=y.pt") == {"a": "x/encoder.pt", "b": "y.pt"}
     with pytest.raises(ConfigError, match="NAME=PATH"):
         parse_encoders("justapath.pt")
+
+
+def test_a_budget_above_a_class_size_is_said(tmp_path):
+    """Budget 50 on a split with a handful of subjects per class: the study runs (those cells use
+    every subject, as the budget rule says) but says so, instead of a '50 per class' column that
+    silently equals 'all'."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from neuro_ssl.evaluation.labels import prepare_labels
+    from neuro_ssl.study.plan import Plan
+
+    train = pd.DataFrame({"subject_id": ["a", "b", "c", "d", "e", "e"], "diagnosis": ["CN", "CN", "CN", "AD", "AD", "AD"],
+                          "image_path": ["x"] * 6})
+    _, spec = prepare_labels(train, "diagnosis", "classification", ("CN", "AD"))
+    plan = Plan(config=SimpleNamespace(budgets=(1, 2, 3, "all")), out=tmp_path, parts={"train": train}, sources={},
+                spec=spec, metric="auc", methods=[], draws=pd.DataFrame(), new_split=None)
+    lines = plan.budget_warnings()
+    assert lines == ["budget 3 per class: the training split has only 2 AD labelled subject(s); those cells use all of them"]

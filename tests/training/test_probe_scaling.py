@@ -66,3 +66,12 @@ def test_the_diagnosis_probe_barely_notices_the_dead_feature(seed):
     healthy, with_dead, age, groups = _cohort(seed)
     labels = np.where(age > np.median(age), "AD", "CN").astype(object)
     assert abs(diagnosis_auc(with_dead, labels, groups) - diagnosis_auc(healthy, labels, groups)) <= 0.05
+
+
+def test_floored_scale_values():
+    from neuro_ssl.training.probes import floored_scale
+
+    std = np.array([0.0, 1e-6, 0.5, 1.0, 2.5])           # mean 0.8000002 -> floor 0.08000002
+    assert np.allclose(floored_scale(std), [0.08000002, 0.08000002, 0.5, 1.0, 2.5], rtol=1e-12)
+    assert np.array_equal(floored_scale(np.zeros(3)), np.ones(3))
+    assert np.array_equal(floored_scale(std, floor=0.0), [1.0, 1e-6, 0.5, 1.0, 2.5])  # StandardScaler's rule
