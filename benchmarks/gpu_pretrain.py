@@ -157,11 +157,14 @@ def time_pipeline(args, trainer, data) -> tuple[float, float]:
     return args.steps * args.batch_size / seconds, wait / seconds
 
 
-def synthetic_batch(args, trainer, data) -> dict:
+def synthetic_batch(args, trainer, data, step: int) -> dict:
+    """Two views of seeded noise on the device (seed = step: every run times the same batches; an
+    unseeded draw made the quick CPU run end in a non-finite bf16 loss now and then)."""
     import torch
 
     shape = (args.batch_size, 1, *args.shape)
-    batch = {"view1": torch.randn(shape, device=trainer.device), "view2": torch.randn(shape, device=trainer.device)}
+    generator = torch.Generator(device=trainer.device).manual_seed(step)
+    batch = {name: torch.randn(shape, device=trainer.device, generator=generator) for name in ("view1", "view2")}
     for column in data.y_columns:
         batch[column] = torch.zeros(args.batch_size, dtype=torch.float64)
     return batch
@@ -170,12 +173,12 @@ def synthetic_batch(args, trainer, data) -> dict:
 def time_model(args, trainer, data) -> float:
     """Scans/s of the same optimizer step on views drawn on the device (fresh noise each step: a
     repeated batch is memorized until the loss underflows)."""
-    for _ in range(args.warmup):
-        trainer._optimizer_step([synthetic_batch(args, trainer, data)], data)
+    for step in range(args.warmup):
+        trainer._optimizer_step([synthetic_batch(args, trainer, data, step)], data)
     _sync(trainer.device)
     start = time.perf_counter()
-    for _ in range(args.steps):
-        trainer._optimizer_step([synthetic_batch(args, trainer, data)], data)
+    for step in range(args.warmup, args.warmup + args.steps):
+        trainer._optimizer_step([synthetic_batch(args, trainer, data, step)], data)
     _sync(trainer.device)
     return args.steps * args.batch_size / (time.perf_counter() - start)
 
@@ -185,7 +188,7 @@ def flops_per_step(args, manifest, arch: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     trainer, data = build_trainer(args, manifest, arch, "fp32")
-    batch = synthetic_batch(args, trainer, data)
+    batch = synthetic_batch(args, trainer, data, 0)
     with FlopCounterMode(display=False) as counter:
         trainer._optimizer_step([batch], data)
     return float(counter.get_total_flops())
